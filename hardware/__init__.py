@@ -1,0 +1,1 @@
+"""Drivers, safety filter, control daemon and recorder (built in a later issue)."""

@@ -1,0 +1,112 @@
+"""The ``robopolicy`` command.
+
+Subcommands register themselves with :func:`command`; the modules holding them are listed in
+:data:`COMMAND_MODULES` and imported when the command line is built. Errors the user can fix
+(:class:`~robopolicy.errors.RobopolicyError`) print one ``error:`` line and exit 2, never a
+traceback. Figures go to stdout (one JSON document with ``--json``); progress and logs to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from robopolicy import __version__
+from robopolicy.errors import RobopolicyError
+
+COMMAND_MODULES = ("robopolicy.data.commands",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One subcommand: its words, help, arguments and the function that runs it."""
+
+    words: tuple[str, ...]
+    help: str
+    args: tuple[tuple[tuple[str, ...], dict[str, Any]], ...]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+COMMANDS: dict[tuple[str, ...], Command] = {}
+GROUPS: dict[tuple[str, ...], str] = {}
+
+
+def arg(*names: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """One argument of a subcommand, as given to ``ArgumentParser.add_argument``."""
+    return names, kwargs
+
+
+def group(words: str, *, help: str) -> None:
+    """Declare a command group such as ``data`` (its subcommands come with :func:`command`)."""
+    GROUPS[tuple(words.split())] = help
+
+
+def command(words: str, *, help: str, args: Sequence[tuple] = ()) -> Callable:
+    """Register the decorated ``run(args) -> exit code`` as the subcommand ``words``."""
+
+    def decorate(run: Callable[[argparse.Namespace], int | None]) -> Callable:
+        key = tuple(words.split())
+        if key in COMMANDS:
+            raise ValueError(f"command {words!r} registered twice")
+        COMMANDS[key] = Command(key, help, tuple(args), run)
+        return run
+
+    return decorate
+
+
+def print_json(document: Any) -> None:
+    """Write the one JSON document a ``--json`` command puts on stdout."""
+    json.dump(document, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+    parser = argparse.ArgumentParser(
+        prog="robopolicy", description="Robot policies from demonstrations to hardware."
+    )
+    parser.add_argument("--version", action="version", version=f"robopolicy {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    subparsers: dict[tuple[str, ...], argparse._SubParsersAction] = {
+        (): parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    }
+    for words in sorted(set(GROUPS) | set(COMMANDS)):
+        parent = subparsers[words[:-1]]
+        if words in GROUPS:
+            sub = parent.add_parser(words[-1], help=GROUPS[words], description=GROUPS[words])
+            subparsers[words] = sub.add_subparsers(metavar="SUBCOMMAND", required=True)
+        else:
+            cmd = COMMANDS[words]
+            sub = parent.add_parser(words[-1], help=cmd.help, description=cmd.help)
+            for names, kwargs in cmd.args:
+                sub.add_argument(*names, **kwargs)
+            sub.set_defaults(run=cmd.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.run(args) or 0)
+    except RobopolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

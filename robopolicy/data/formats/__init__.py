@@ -1,0 +1,1 @@
+"""Dataset formats: each module registers a reader (and a writer where we write that format)."""

@@ -1,0 +1,377 @@
+"""The native episode store: a zarr group in diffusion_policy's replay-buffer layout.
+
+Layout (zarr format 2, so diffusion_policy's ``ReplayBuffer`` reads it as it is)::
+
+    <root>/.zattrs                 fps, features (names, units), tasks, source, store version
+    <root>/data/<key>              (T_total, *shape) arrays, episodes concatenated over time
+    <root>/meta/episode_ends       (E,) int64 cumulative end index of each episode
+    <root>/meta/<name>             (E,) optional per-episode values (e.g. task_index)
+
+Crash safety: zarr writes each file through a temporary file and ``os.replace``, so every file is
+either old or new. An append writes the frames first, then the per-episode values, then commits by
+growing ``meta/episode_ends``: its new chunk is written while the array's shape still hides it, and
+the shape change — one atomic file — is the commit. A process killed at any moment leaves the
+committed episodes intact; frames past the last committed end are ignored by readers and trimmed
+when the store is next opened for appending.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numcodecs
+import numpy as np
+import zarr
+
+from robopolicy.data.validate import check_episode
+from robopolicy.errors import DataError
+
+STORE_VERSION = 1
+EPISODE_ENDS = "episode_ends"
+_CHUNK_BYTES = 1 << 20
+_MAX_CHUNK_FRAMES = 16384
+_EPISODE_ENDS_CHUNK = 1024
+
+
+def is_image_shape(shape: tuple[int, ...]) -> bool:
+    """True for per-frame shapes that look like images: (H, W, C) with C in 1, 3, 4."""
+    return len(shape) == 3 and shape[2] in (1, 3, 4) and shape[0] >= 8 and shape[1] >= 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySpec:
+    """How one key is laid out on disk."""
+
+    dtype: np.dtype
+    """Element type, kept exactly as given."""
+    shape: tuple[int, ...]
+    """Shape of one frame (the array is ``(T, *shape)``)."""
+    chunk_frames: int
+    """Frames per chunk along time; images use 1 so a frame decodes on its own."""
+    compressor: numcodecs.abc.Codec | None
+    """numcodecs compressor, or None for raw bytes."""
+
+    def __post_init__(self) -> None:
+        if self.chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
+    @classmethod
+    def default(cls, dtype: np.dtype, shape: tuple[int, ...]) -> ArraySpec:
+        """Images: one frame per chunk, zstd with byte shuffle; other arrays: ~1 MiB chunks."""
+        if is_image_shape(shape):
+            return cls(dtype, shape, 1, numcodecs.Blosc("zstd", 5, numcodecs.Blosc.SHUFFLE))
+        frame_bytes = max(1, np.dtype(dtype).itemsize * math.prod(shape))
+        frames = int(np.clip(_CHUNK_BYTES // frame_bytes, 1, _MAX_CHUNK_FRAMES))
+        return cls(dtype, shape, frames, numcodecs.Blosc("zstd", 5, numcodecs.Blosc.BITSHUFFLE))
+
+
+class EpisodeStore:
+    """Episodes of per-frame arrays in one zarr group. Open with :meth:`create` or :meth:`open`."""
+
+    def __init__(self, path: Path, group: zarr.Group, writable: bool) -> None:
+        self.path = path
+        self._group = group
+        self._writable = writable
+        self._ends = self._read_episode_ends()
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        fps: float | None,
+        attrs: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> EpisodeStore:
+        """Create an empty store at ``path`` recorded at ``fps`` frames per second (None: unknown)."""
+        path = Path(path)
+        if fps is not None and not (fps > 0 and math.isfinite(fps)):
+            raise DataError(path, f"fps must be a positive number, got {fps!r}")
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise DataError(path, "already exists; choose another path or pass overwrite")
+        group = zarr.open_group(path, mode="w", zarr_format=2)
+        group.attrs.update(
+            {
+                "robopolicy_store_version": STORE_VERSION,
+                "fps": None if fps is None else float(fps),
+                "features": {},
+                **dict(attrs or {}),
+            }
+        )
+        group.create_group("data")
+        meta = group.create_group("meta")
+        meta.create_array(
+            EPISODE_ENDS,
+            shape=(0,),
+            chunks=(_EPISODE_ENDS_CHUNK,),
+            dtype="<i8",
+            fill_value=0,
+            compressors=None,
+        )
+        return cls(path, group, writable=True)
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> EpisodeStore:
+        """Open an existing store: ``mode="r"`` to read, ``"a"`` to append episodes."""
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
+        path = Path(path)
+        if not path.is_dir():
+            raise DataError(path, "no such episode store (expected a zarr directory)")
+        try:
+            group = zarr.open_group(path, mode="r" if mode == "r" else "r+", zarr_format=2)
+            for name in ("data", "meta"):
+                if name not in group:
+                    raise DataError(path, f"missing group '{name}'", key=name)
+        except DataError:
+            raise
+        except Exception as exc:  # zarr raises many types for unreadable metadata
+            raise DataError(path, f"not a readable zarr group ({exc})") from exc
+        store = cls(path, group, writable=mode == "a")
+        if mode == "a":
+            store._trim_uncommitted()
+        return store
+
+    def _read_episode_ends(self) -> np.ndarray:
+        key = f"meta/{EPISODE_ENDS}"
+        try:
+            ends = np.asarray(self._group[key][:], dtype=np.int64)
+        except KeyError as exc:
+            raise DataError(self.path, "missing array", key=key) from exc
+        except Exception as exc:
+            raise DataError(self.path, f"unreadable ({exc})", key=key) from exc
+        if ends.ndim != 1 or (ends.size and (ends[0] <= 0 or np.any(np.diff(ends) <= 0))):
+            raise DataError(self.path, "episode ends must be positive and increasing", key=key)
+        total = int(ends[-1]) if ends.size else 0
+        for name, arr in self._data_arrays():
+            if arr.shape[0] < total:
+                raise DataError(
+                    self.path,
+                    f"has {arr.shape[0]} frames but episode ends reach {total} (truncated store?)",
+                    key=f"data/{name}",
+                )
+        return ends
+
+    def _data_arrays(self) -> Iterable[tuple[str, zarr.Array]]:
+        return sorted(self._group["data"].arrays())
+
+    def _trim_uncommitted(self) -> None:
+        """Drop frames and per-episode values past the last commit (left by a killed writer)."""
+        for pattern in ("**/*.partial", "**/.*.partial"):
+            for leftover in self.path.glob(pattern):
+                leftover.unlink(missing_ok=True)
+        for _, arr in self._data_arrays():
+            if arr.shape[0] != self.n_frames:
+                arr.resize((self.n_frames, *arr.shape[1:]))
+        for name, arr in self._group["meta"].arrays():
+            if name != EPISODE_ENDS and arr.shape[0] != self.n_episodes:
+                arr.resize((self.n_episodes, *arr.shape[1:]))
+
+    # ------------------------------------------------------------------ description
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """A copy of the store's attributes (fps, features, tasks, source, ...)."""
+        return dict(self._group.attrs)
+
+    @property
+    def fps(self) -> float | None:
+        fps = self._group.attrs.get("fps")
+        return None if fps is None else float(fps)
+
+    @property
+    def keys(self) -> list[str]:
+        return [name for name, _ in self._data_arrays()]
+
+    @property
+    def episode_meta_keys(self) -> list[str]:
+        return sorted(n for n, _ in self._group["meta"].arrays() if n != EPISODE_ENDS)
+
+    @property
+    def n_episodes(self) -> int:
+        return int(self._ends.size)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self._ends[-1]) if self._ends.size else 0
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        return self._ends.copy()
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        return np.diff(self._ends, prepend=0)
+
+    def spec(self, key: str) -> ArraySpec:
+        arr = self._array(key)
+        compressors = arr.compressors
+        return ArraySpec(arr.dtype, arr.shape[1:], arr.chunks[0], compressors[0] if compressors else None)
+
+    def array(self, key: str) -> zarr.Array:
+        """The raw zarr array of ``key`` (may hold uncommitted frames past :attr:`n_frames`)."""
+        return self._array(key)
+
+    def set_attrs(self, **values: Any) -> None:
+        """Update store attributes (written atomically as one file)."""
+        self._require_writable()
+        self._group.attrs.update(values)
+
+    def set_feature(self, key: str, *, names: list[str] | None = None, units: str | None = None) -> None:
+        """Record a key's per-dimension names and units in the ``features`` attribute."""
+        features = dict(self._group.attrs.get("features", {}))
+        entry = dict(features.get(key, {}))
+        if names is not None:
+            entry["names"] = list(names)
+        if units is not None:
+            entry["units"] = units
+        features[key] = entry
+        self.set_attrs(features=features)
+
+    # ------------------------------------------------------------------ reading
+
+    def episode_slice(self, index: int) -> slice:
+        if not -self.n_episodes <= index < self.n_episodes:
+            raise IndexError(f"episode {index} out of range (store has {self.n_episodes})")
+        index %= self.n_episodes
+        start = int(self._ends[index - 1]) if index else 0
+        return slice(start, int(self._ends[index]))
+
+    def episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """All frames of one episode, key -> (T, *shape)."""
+        s = self.episode_slice(index)
+        return self.frames(s.start, s.stop, keys)
+
+    def frames(
+        self, start: int, stop: int, keys: Iterable[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Frames ``[start, stop)`` in store-wide time, across episode boundaries if asked."""
+        if not 0 <= start <= stop <= self.n_frames:
+            raise IndexError(f"window [{start}, {stop}) outside [0, {self.n_frames})")
+        out = {}
+        for key in self.keys if keys is None else keys:
+            arr = self._array(key)
+            try:
+                out[key] = arr[start:stop]
+            except Exception as exc:  # corrupt or missing chunk files
+                raise DataError(
+                    self.path, f"frames [{start}, {stop}) unreadable ({exc})", key=f"data/{key}"
+                ) from exc
+        return out
+
+    def episode_meta(self, name: str) -> np.ndarray:
+        """Per-episode values of ``meta/<name>`` for the committed episodes."""
+        return np.asarray(self._group["meta"][name][: self.n_episodes])
+
+    def _array(self, key: str) -> zarr.Array:
+        try:
+            return self._group["data"][key]
+        except KeyError:
+            raise DataError(self.path, f"no such key (have {self.keys})", key=key) from None
+
+    # ------------------------------------------------------------------ writing
+
+    def append_episode(
+        self,
+        frames: Mapping[str, np.ndarray],
+        *,
+        episode_meta: Mapping[str, float | int] | None = None,
+        specs: Mapping[str, ArraySpec] | None = None,
+    ) -> int:
+        """Validate and append one episode atomically; return its index.
+
+        Args:
+            frames: key -> (T, *shape) array; the first episode fixes the keys, dtypes and shapes.
+            episode_meta: per-episode numbers stored in ``meta/<name>``.
+            specs: layout for keys not stored yet (defaults from :meth:`ArraySpec.default`).
+        """
+        self._require_writable()
+        frames = {k: np.asarray(v) for k, v in frames.items()}
+        length = check_episode(self.path, frames, episode=self.n_episodes)
+        self._check_keys(frames)
+        start = self.n_frames
+        for key, value in frames.items():
+            arr = self._ensure_array(key, value, (specs or {}).get(key))
+            arr.resize((start + length, *arr.shape[1:]))
+            arr[start:] = value
+        meta = self._group["meta"]
+        for name, value in (episode_meta or {}).items():
+            if name == EPISODE_ENDS:
+                raise DataError(self.path, "reserved per-episode name", key=name)
+            if name not in meta:
+                if self.n_episodes:
+                    raise DataError(self.path, "new per-episode value after episode 0", key=name)
+                meta.create_array(name, shape=(0,), chunks=(_EPISODE_ENDS_CHUNK,),
+                                  dtype=np.asarray(value).dtype, compressors=None)
+            arr = meta[name]
+            arr.resize((self.n_episodes + 1,))
+            arr[self.n_episodes] = value
+        self._commit(start + length)
+        return self.n_episodes - 1
+
+    def _check_keys(self, frames: Mapping[str, np.ndarray]) -> None:
+        if not self.n_episodes:
+            return
+        have, got = set(self.keys), set(frames)
+        if have != got:
+            raise DataError(
+                self.path,
+                f"episode keys {sorted(got)} differ from the store's {sorted(have)}",
+            )
+        for key, value in frames.items():
+            spec = self.spec(key)
+            if value.shape[1:] != spec.shape or value.dtype != spec.dtype:
+                raise DataError(
+                    self.path,
+                    f"frame shape/dtype {value.shape[1:]}/{value.dtype} differs from the "
+                    f"store's {spec.shape}/{spec.dtype}",
+                    key=key,
+                )
+
+    def _ensure_array(self, key: str, value: np.ndarray, spec: ArraySpec | None) -> zarr.Array:
+        data = self._group["data"]
+        if key in data:
+            return data[key]
+        if "/" in key or not key:
+            raise DataError(self.path, "keys must be non-empty and contain no '/'", key=key)
+        spec = spec or ArraySpec.default(value.dtype, value.shape[1:])
+        return data.create_array(
+            key,
+            shape=(0, *spec.shape),
+            chunks=(spec.chunk_frames, *spec.shape),
+            dtype=spec.dtype,
+            compressors=spec.compressor,
+            fill_value=0,
+        )
+
+    def _commit(self, end: int) -> None:
+        """Append ``end`` to episode_ends: write the chunk first, then the shape (the commit)."""
+        arr = self._group["meta"][EPISODE_ENDS]
+        n = self.n_episodes
+        hidden = zarr.Array(
+            zarr.AsyncArray(
+                metadata=dataclasses.replace(arr.metadata, shape=(n + 1,)),
+                store_path=arr.store_path,
+            )
+        )
+        hidden[n] = end
+        arr.resize((n + 1,))
+        self._ends = np.append(self._ends, np.int64(end))
+
+    def _require_writable(self) -> None:
+        if not self._writable:
+            raise DataError(self.path, "store is open read-only")
+
+    def __repr__(self) -> str:
+        return (
+            f"EpisodeStore({str(self.path)!r}, episodes={self.n_episodes}, "
+            f"frames={self.n_frames}, keys={self.keys})"
+        )

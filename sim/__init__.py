@@ -1,0 +1,1 @@
+"""MuJoCo tasks behind one gymnasium API (built in a later issue)."""
