@@ -32,9 +32,11 @@ def data_info(args: argparse.Namespace) -> int:
     width = max((len(k) for k in info["keys"]), default=3)
     for key, entry in info["keys"].items():
         shape = "x".join(map(str, entry["shape"])) or "scalar"
-        print(f"  {key:<{width}}  {shape:>12} {entry['dtype']:>8}  "
-              f"min {_brief(entry.get('min'))}  max {_brief(entry.get('max'))}  "
-              f"mean {_brief(entry.get('mean'))}  std {_brief(entry.get('std'))}")
+        print(
+            f"  {key:<{width}}  {shape:>12} {entry['dtype']:>8}  "
+            f"min {_brief(entry.get('min'))}  max {_brief(entry.get('max'))}  "
+            f"mean {_brief(entry.get('mean'))}  std {_brief(entry.get('std'))}"
+        )
     return 0
 
 
@@ -51,15 +53,29 @@ def _brief(values: list[float] | None) -> str:
     args=[
         arg("src", help="source dataset (format detected)"),
         arg("dst", help="destination path (must not exist unless --overwrite)"),
-        arg("--to", choices=["zarr", "lerobot"], default="zarr",
-            help="destination format: the native zarr store or LeRobot v3.0 (default: zarr)"),
-        arg("--drop-bad-episodes", action="store_true",
-            help="leave out episodes that fail validation and report them, instead of failing"),
-        arg("--require-video", action="store_true",
-            help="fail if any video file of the source is missing (default: warn and skip)"),
+        arg(
+            "--to",
+            choices=["zarr", "lerobot"],
+            default="zarr",
+            help="destination format: the native zarr store or LeRobot v3.0 (default: zarr)",
+        ),
+        arg(
+            "--drop-bad-episodes",
+            action="store_true",
+            help="leave out episodes that fail validation and report them, instead of failing",
+        ),
+        arg(
+            "--require-video",
+            action="store_true",
+            help="fail if any video file of the source is missing (default: warn and skip)",
+        ),
         arg("--overwrite", action="store_true", help="replace an existing destination"),
-        arg("--fps", type=float, default=None,
-            help="frame rate to record when the source has none (e.g. 10 for Push-T)"),
+        arg(
+            "--fps",
+            type=float,
+            default=None,
+            help="frame rate to record when the source has none (e.g. 10 for Push-T)",
+        ),
         arg("--json", action="store_true", help="print one JSON document on stdout"),
     ],
 )
@@ -85,7 +101,9 @@ def data_convert(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        print(f"wrote {report.written} episodes ({report.source_format} -> {args.to}) to {args.dst}")
+        print(
+            f"wrote {report.written} episodes ({report.source_format} -> {args.to}) to {args.dst}"
+        )
         for index, why in report.dropped:
             print(f"  dropped episode {index}: {why}")
     return 0
@@ -97,8 +115,11 @@ def data_convert(args: argparse.Namespace) -> int:
     args=[
         arg("path", help="a dataset in any supported format"),
         arg("--episode", type=int, default=0, help="episode index (default 0)"),
-        arg("--out", default=None,
-            help="output directory (default: ./episode_<N>_view next to the working directory)"),
+        arg(
+            "--out",
+            default=None,
+            help="output directory (default: ./episode_<N>_view next to the working directory)",
+        ),
         arg("--json", action="store_true", help="print the written paths as JSON"),
     ],
 )

@@ -12,45 +12,51 @@ from robopolicy.data.formats.base import detect_format
 
 
 class RunningStats:
-    """Per-feature min, max, mean and std, reduced over time and every axis but the last."""
+    """Per-feature min, max, mean and std, reduced over time and every axis but the last.
+
+    Each update reduces its batch to (count, mean, sum of squared deviations) in float64 and
+    merges it with Chan et al.'s pairwise formula, which stays accurate over millions of frames.
+    """
 
     def __init__(self) -> None:
         self.count = 0
         self.min: np.ndarray | None = None
         self.max: np.ndarray | None = None
-        self._sum: np.ndarray | None = None
-        self._sumsq: np.ndarray | None = None
-        self._shift: np.ndarray | None = None
+        self._mean: np.ndarray | None = None
+        self._m2: np.ndarray | None = None
 
     def update(self, frames: np.ndarray) -> None:
-        x = np.asarray(frames, dtype=np.float64)
+        x = np.asarray(frames)
         x = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(-1, 1)
-        if not x.shape[0]:
+        n = x.shape[0]
+        if not n:
             return
-        lo, hi = x.min(axis=0), x.max(axis=0)
+        # one contiguous row per feature makes every reduction below a fast inner loop
+        rows = np.ascontiguousarray(x.T)
+        lo, hi = rows.min(axis=1).astype(np.float64), rows.max(axis=1).astype(np.float64)
+        mean = rows.mean(axis=1, dtype=np.float64)
+        centered = rows.astype(np.float64)
+        centered -= mean[:, None]
+        m2 = np.einsum("ij,ij->i", centered, centered)
         if self.min is None:
-            # sums are taken about the first frame's minimum to keep them well conditioned
-            self._shift = lo
-            self.min, self.max = lo, hi
-            self._sum, self._sumsq = np.zeros_like(lo), np.zeros_like(lo)
-        else:
-            self.min, self.max = np.minimum(self.min, lo), np.maximum(self.max, hi)
-        shifted = x - self._shift
-        self._sum += shifted.sum(axis=0)
-        self._sumsq += np.square(shifted).sum(axis=0)
-        self.count += x.shape[0]
+            self.min, self.max, self._mean, self._m2, self.count = lo, hi, mean, m2, n
+            return
+        total = self.count + n
+        delta = mean - self._mean
+        self._mean = self._mean + delta * (n / total)
+        self._m2 = self._m2 + m2 + delta**2 * (self.count * n / total)
+        self.min, self.max = np.minimum(self.min, lo), np.maximum(self.max, hi)
+        self.count = total
 
     def result(self) -> dict[str, Any]:
         if self.min is None:
             return {"count": 0}
-        mean = self._sum / self.count
-        var = np.maximum(self._sumsq / self.count - mean**2, 0.0)
         return {
             "count": self.count,
             "min": self.min.tolist(),
             "max": self.max.tolist(),
-            "mean": (mean + self._shift).tolist(),
-            "std": np.sqrt(var).tolist(),
+            "mean": self._mean.tolist(),
+            "std": np.sqrt(self._m2 / self.count).tolist(),
         }
 
 

@@ -54,21 +54,29 @@ class ArraySpec:
     """Frames per chunk along time; images use 1 so a frame decodes on its own."""
     compressor: numcodecs.abc.Codec | None
     """numcodecs compressor, or None for raw bytes."""
+    filters: tuple[numcodecs.abc.Codec, ...] = ()
+    """numcodecs filters applied before the compressor; the defaults add a CRC32 per chunk, so a
+    truncated or bit-flipped chunk fails loudly instead of decoding to garbage."""
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "filters", tuple(self.filters))
 
     @classmethod
     def default(cls, dtype: np.dtype, shape: tuple[int, ...]) -> ArraySpec:
-        """Images: one frame per chunk, zstd with byte shuffle; other arrays: ~1 MiB chunks."""
+        """Images: one frame per chunk, zstd with byte shuffle; other arrays: ~1 MiB chunks with
+        bit shuffle. Both carry a CRC32 of every chunk."""
+        checked = (numcodecs.CRC32(),)
         if is_image_shape(shape):
-            return cls(dtype, shape, 1, numcodecs.Blosc("zstd", 5, numcodecs.Blosc.SHUFFLE))
+            blosc = numcodecs.Blosc("zstd", 5, numcodecs.Blosc.SHUFFLE)
+            return cls(dtype, shape, 1, blosc, checked)
         frame_bytes = max(1, np.dtype(dtype).itemsize * math.prod(shape))
         frames = int(np.clip(_CHUNK_BYTES // frame_bytes, 1, _MAX_CHUNK_FRAMES))
-        return cls(dtype, shape, frames, numcodecs.Blosc("zstd", 5, numcodecs.Blosc.BITSHUFFLE))
+        blosc = numcodecs.Blosc("zstd", 5, numcodecs.Blosc.BITSHUFFLE)
+        return cls(dtype, shape, frames, blosc, checked)
 
 
 class EpisodeStore:
@@ -91,7 +99,7 @@ class EpisodeStore:
         attrs: Mapping[str, Any] | None = None,
         overwrite: bool = False,
     ) -> EpisodeStore:
-        """Create an empty store at ``path`` recorded at ``fps`` frames per second (None: unknown)."""
+        """Create an empty store at ``path`` recorded at ``fps`` frames/s (None: unknown)."""
         path = Path(path)
         if fps is not None and not (fps > 0 and math.isfinite(fps)):
             raise DataError(path, f"fps must be a positive number, got {fps!r}")
@@ -214,7 +222,13 @@ class EpisodeStore:
     def spec(self, key: str) -> ArraySpec:
         arr = self._array(key)
         compressors = arr.compressors
-        return ArraySpec(arr.dtype, arr.shape[1:], arr.chunks[0], compressors[0] if compressors else None)
+        return ArraySpec(
+            arr.dtype,
+            arr.shape[1:],
+            arr.chunks[0],
+            compressors[0] if compressors else None,
+            tuple(arr.filters),
+        )
 
     def array(self, key: str) -> zarr.Array:
         """The raw zarr array of ``key`` (may hold uncommitted frames past :attr:`n_frames`)."""
@@ -225,7 +239,9 @@ class EpisodeStore:
         self._require_writable()
         self._group.attrs.update(values)
 
-    def set_feature(self, key: str, *, names: list[str] | None = None, units: str | None = None) -> None:
+    def set_feature(
+        self, key: str, *, names: list[str] | None = None, units: str | None = None
+    ) -> None:
         """Record a key's per-dimension names and units in the ``features`` attribute."""
         features = dict(self._group.attrs.get("features", {}))
         entry = dict(features.get(key, {}))
@@ -309,8 +325,13 @@ class EpisodeStore:
             if name not in meta:
                 if self.n_episodes:
                     raise DataError(self.path, "new per-episode value after episode 0", key=name)
-                meta.create_array(name, shape=(0,), chunks=(_EPISODE_ENDS_CHUNK,),
-                                  dtype=np.asarray(value).dtype, compressors=None)
+                meta.create_array(
+                    name,
+                    shape=(0,),
+                    chunks=(_EPISODE_ENDS_CHUNK,),
+                    dtype=np.asarray(value).dtype,
+                    compressors=None,
+                )
             arr = meta[name]
             arr.resize((self.n_episodes + 1,))
             arr[self.n_episodes] = value
@@ -349,6 +370,7 @@ class EpisodeStore:
             chunks=(spec.chunk_frames, *spec.shape),
             dtype=spec.dtype,
             compressors=spec.compressor,
+            filters=spec.filters or None,
             fill_value=0,
         )
 

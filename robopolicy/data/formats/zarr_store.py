@@ -14,7 +14,6 @@ from tqdm import tqdm
 
 from robopolicy.data.formats.base import DatasetInfo, Episode, register_format
 from robopolicy.data.store import ArraySpec, EpisodeStore
-from robopolicy.errors import DataError
 
 TASK_INDEX = "task_index"
 
@@ -45,8 +44,13 @@ class ZarrStoreFormat:
             store.set_feature(key, **feature)
         tasks: list[str] = list(attrs.get("tasks", []))
         count = 0
-        for episode in tqdm(episodes, total=info.n_episodes, desc=f"writing {path.name}",
-                            unit="ep", disable=options.get("quiet", False)):
+        for episode in tqdm(
+            episodes,
+            total=info.n_episodes,
+            desc=f"writing {path.name}",
+            unit="ep",
+            disable=options.get("quiet", False),
+        ):
             meta = dict(episode.meta)
             if episode.task is not None:
                 if episode.task not in tasks:
