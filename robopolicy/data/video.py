@@ -34,6 +34,8 @@ class VideoSettings:
     """Frames between keyframes; small keeps random access cheap."""
     crf: int = 30
     """Constant rate factor: lower is better quality and bigger files."""
+    preset: str | None = None
+    """Encoder speed preset (x264: ``veryfast``, ...; SVT-AV1: ``0``-``13``); None: its default."""
 
     def __post_init__(self) -> None:
         if self.gop < 1:
@@ -42,7 +44,10 @@ class VideoSettings:
             raise ValueError(f"crf must be in [0, 63], got {self.crf}")
 
     def options(self) -> dict[str, str]:
-        return {"g": str(self.gop), "crf": str(self.crf)}
+        options = {"g": str(self.gop), "crf": str(self.crf)}
+        if self.preset is not None:
+            options["preset"] = self.preset
+        return options
 
 
 def encode_video(
