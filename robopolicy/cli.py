@@ -1,7 +1,8 @@
 """The ``robopolicy`` command.
 
-Subcommands register themselves with :func:`command`; the modules holding them are listed in
-:data:`COMMAND_MODULES` and imported when the command line is built. Errors the user can fix
+Subcommands register themselves with :func:`command`. The modules holding them are named by the
+``robopolicy.commands`` entry points in ``pyproject.toml`` and imported when the command line is
+built, so ``sim`` and ``hardware`` add commands without ``robopolicy`` importing them. Errors the user can fix
 (:class:`~robopolicy.errors.RobopolicyError`) print one ``error:`` line and exit 2, never a
 traceback. Figures go to stdout (one JSON document with ``--json``); progress and logs to stderr.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import importlib.metadata
 import json
 import logging
 import sys
@@ -20,7 +22,7 @@ from typing import Any
 from robopolicy import __version__
 from robopolicy.errors import RobopolicyError
 
-COMMAND_MODULES = ("robopolicy.data.commands",)
+COMMAND_GROUP = "robopolicy.commands"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +68,14 @@ def print_json(document: Any) -> None:
     sys.stdout.write("\n")
 
 
+def load_commands() -> None:
+    """Import every module named by a ``robopolicy.commands`` entry point."""
+    for entry in importlib.metadata.entry_points(group=COMMAND_GROUP):
+        importlib.import_module(entry.value)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    for module in COMMAND_MODULES:
-        importlib.import_module(module)
+    load_commands()
     parser = argparse.ArgumentParser(
         prog="robopolicy", description="Robot policies from demonstrations to hardware."
     )
