@@ -2,9 +2,10 @@
 
 Subcommands register themselves with :func:`command`. The modules holding them are named by the
 ``robopolicy.commands`` entry points in ``pyproject.toml`` and imported when the command line is
-built, so ``sim`` and ``hardware`` add commands without ``robopolicy`` importing them. Errors the user can fix
-(:class:`~robopolicy.errors.RobopolicyError`) print one ``error:`` line and exit 2, never a
-traceback. Figures go to stdout (one JSON document with ``--json``); progress and logs to stderr.
+built, so ``sim`` and ``hardware`` add commands without ``robopolicy`` importing them. Errors the
+user can fix (:class:`~robopolicy.errors.RobopolicyError`) print one ``error:`` line and exit 2,
+never a traceback. Figures go to stdout (one JSON document with ``--json``); progress and logs
+to stderr.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from robopolicy.atomic import staged_directory
 from robopolicy.data.formats.base import Episode, detect_format, get_format
 from robopolicy.data.validate import check_episode
 from robopolicy.errors import DataError
@@ -39,8 +40,10 @@ def convert(
 ) -> ConvertReport:
     """Read ``src`` in whatever format it is and write it to ``dst`` in format ``to``.
 
-    The source is only read. A bad episode stops the conversion with a DataError naming file and
-    key, or — with ``drop_bad_episodes`` — is left out and reported. ``fps`` sets the frame rate
+    The source is only read, and ``dst`` appears only when complete: the dataset is written into
+    a hidden sibling directory and renamed into place at the end. A bad episode stops the
+    conversion with a DataError naming file and key, or — with ``drop_bad_episodes`` — is left
+    out and reported. ``fps`` sets the frame rate
     when the source does not record one (diffusion_policy replay buffers do not) and must agree
     with it when it does.
     """
@@ -72,9 +75,10 @@ def convert(
             yield episode
 
     try:
-        report.written = writer.write(
-            dst, reader.info, episodes(), source_reader=reader, overwrite=overwrite, quiet=quiet
-        )
+        with staged_directory(dst, overwrite=overwrite) as staging:
+            report.written = writer.write(
+                staging, reader.info, episodes(), source_reader=reader, quiet=quiet
+            )
     finally:
         reader.close()
     return report

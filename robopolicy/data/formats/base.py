@@ -77,7 +77,11 @@ class DatasetFormat(Protocol):
     def write(
         cls, path: Path, info: DatasetInfo, episodes: Iterator[Episode], **options: Any
     ) -> int:
-        """Write episodes to a new dataset at ``path``; return how many were written."""
+        """Write episodes into the empty directory ``path``; return how many were written.
+
+        :func:`robopolicy.data.convert.convert` gives a staging directory and renames it into
+        place when this returns, so a writer need not guard against partial output.
+        """
         ...
 
 

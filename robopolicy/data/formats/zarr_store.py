@@ -37,9 +37,7 @@ class ZarrStoreFormat:
         source: ZarrStoreReader | None = options.get("source_reader")
         specs = source.specs() if isinstance(source, ZarrStoreReader) else None
         attrs = {k: v for k, v in info.attrs.items() if k not in ("fps", "features")}
-        store = EpisodeStore.create(
-            path, fps=info.fps, attrs=attrs, overwrite=options.get("overwrite", False)
-        )
+        store = EpisodeStore.create(path, fps=info.fps, attrs=attrs)
         for key, feature in info.features.items():
             store.set_feature(key, **feature)
         tasks: list[str] = list(attrs.get("tasks", []))
