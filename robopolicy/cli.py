@@ -117,4 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as a script, this module is __main__: commands register in the imported robopolicy.cli
+    from robopolicy.cli import main as installed_main
+
+    sys.exit(installed_main())

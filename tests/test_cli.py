@@ -27,11 +27,13 @@ def test_contract_commands_are_registered():
         assert words in COMMANDS
 
 
-def test_installed_entry_point_runs():
+@pytest.mark.parametrize("module", ["robopolicy", "robopolicy.cli"])
+def test_runs_as_a_module_with_every_command(module):
     done = subprocess.run(
-        [sys.executable, "-m", "robopolicy.cli", "--version"], capture_output=True, text=True
+        [sys.executable, "-m", module, "data", "info", "--help"], capture_output=True, text=True
     )
-    assert done.returncode == 0 and done.stdout.startswith("robopolicy ")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: robopolicy data info")
 
 
 def test_unknown_subcommand_is_an_argparse_error(capsys):
