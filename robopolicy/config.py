@@ -1,0 +1,183 @@
+"""Typed dataclass configs: JSON-ready dicts both ways, and ``key.path=value`` overrides.
+
+Every component has one dataclass config, validated in ``__post_init__``. This module is the one
+layer that turns them into JSON (checkpoints, ``config.json``) and back, and applies command-line
+overrides, with a "did you mean" for every unknown key::
+
+    config = from_dict(TrainConfig, json.loads(text))
+    config = apply_overrides(config, ["policy.horizon=16", "optim.lr=3e-4"])
+
+A field whose type is a config base with a ``variants`` class attribute (name -> subclass) is
+polymorphic: its dict carries ``"type"`` to pick the subclass, and overriding ``x.type`` starts
+``x`` afresh from that variant's defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from robopolicy.errors import RobopolicyError
+
+C = TypeVar("C")
+TYPE_KEY = "type"
+
+
+class ConfigError(RobopolicyError):
+    """A config that cannot be built: unknown key, wrong type or a value its class refuses."""
+
+
+def did_you_mean(name: str, choices: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or a list of them."""
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f" (choices: {', '.join(sorted(choices))})" if choices else ""
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass config as plain JSON values (tuples as lists, paths as strings)."""
+    out: dict[str, Any] = {}
+    variants = getattr(type(config), "variants", None)
+    if variants:
+        out[TYPE_KEY] = _variant_name(type(config))
+    for field in dataclasses.fields(config):
+        out[field.name] = _plain(getattr(config, field.name))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_dict(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _variant_name(cls: type) -> str:
+    for name, variant in getattr(cls, "variants", {}).items():
+        if variant is cls:
+            return name
+    raise ConfigError(f"{cls.__name__} is not registered in its base's variants")
+
+
+def from_dict(cls: type[C], data: Mapping[str, Any], *, where: str = "") -> C:
+    """Build ``cls`` from ``data``; unknown keys and bad values are a ConfigError naming the key."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or cls.__name__}: expected an object, got {data!r}")
+    data = dict(data)
+    variants = getattr(cls, "variants", None)
+    if variants:
+        name = data.pop(TYPE_KEY, None)
+        if name is None:
+            if cls in variants.values():
+                name = _variant_name(cls)
+            else:
+                raise ConfigError(f"{where or cls.__name__}: missing {TYPE_KEY!r}")
+        if name not in variants:
+            raise ConfigError(f"{where}{TYPE_KEY}: unknown {name!r}{did_you_mean(name, variants)}")
+        cls = variants[name]
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(
+                f"{where}{key}: unknown field of {cls.__name__}{did_you_mean(key, fields)}"
+            )
+        kwargs[key] = _coerce(hints[key], value, f"{where}{key}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    """``value`` (plain JSON) as the field type ``hint`` expects."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits no type")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(
+                f"{where}: {value!r} is not one of {list(args)}"
+                f"{did_you_mean(str(value), [str(a) for a in args])}"
+            )
+        return value
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where=f"{where}.")
+    if origin in (tuple, list, Sequence):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        items = [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected an object, got {value!r}")
+        item = args[1] if len(args) == 2 else Any
+        return {k: _coerce(item, v, f"{where}.{k}") for k, v in value.items()}
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is Path and isinstance(value, str | Path):
+        return Path(value)
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # "name=7" on the command line parses as a number
+    if (isinstance(hint, type) and not isinstance(value, hint)) or (
+        hint in (int, float) and isinstance(value, bool)
+    ):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON when it parses (numbers, true, null, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(config: C, overrides: Sequence[str]) -> C:
+    """``config`` with each ``dotted.key=value`` applied; a ConfigError names a bad key."""
+    data = to_dict(config)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {override!r}: expected key=value")
+        node, parts = data, key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"{where}: not a config section{did_you_mean(part, node)}")
+            node = child
+        last = parts[-1]
+        if last not in node:
+            raise ConfigError(f"{key}: unknown field{did_you_mean(last, node)}")
+        value = parse_value(text)
+        if last == TYPE_KEY and value != node[last]:
+            node.clear()  # a new variant starts from its own defaults
+        node[last] = value
+        data = to_dict(from_dict(type(config), data))
+    return from_dict(type(config), data)

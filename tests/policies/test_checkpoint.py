@@ -1,0 +1,107 @@
+"""Checkpoints: save, load in a fresh process, refuse damaged or foreign directories."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import robopolicy
+from robopolicy.data.normalize import Normalizer
+from robopolicy.errors import DataError
+from robopolicy.policies import Policy, PolicyConfig, register_policy, save_policy
+from robopolicy.policies.base import POLICIES, BatchError
+from robopolicy.policies.checkpoint import read_policy_config
+
+
+@dataclasses.dataclass
+class LinearConfig(PolicyConfig):
+    hidden: int = 8
+
+
+class LinearPolicy(Policy):
+    """The smallest policy: a linear map from the last state to a constant chunk."""
+
+    def __init__(self, config, normalizer):
+        super().__init__(config, normalizer)
+        self.net = torch.nn.Linear(config.state_dim, config.horizon * config.action_dim)
+
+    def sample(self, obs, *, noise=None, steps=None):
+        size = self.check_obs(obs)
+        state = self.normalizer.normalize(obs["state"][:, -1], "state")
+        out = self.net(state).view(size, self.config.horizon, self.config.action_dim)
+        return self.normalizer.unnormalize(out, "action")
+
+
+if "test-linear" not in POLICIES:
+    register_policy("test-linear", LinearConfig)(LinearPolicy)
+
+
+def make_policy():
+    config = LinearConfig(shapes={"state": (3,), "action": (2,)}, horizon=4, n_action_steps=2)
+    data = {"state": torch.randn(50, 3), "action": torch.randn(50, 2) * 5}
+    normalizer = Normalizer.fit(data, config.normalizer_modes())
+    return LinearPolicy(config, normalizer)
+
+
+def test_save_load_same_samples_in_a_fresh_process(tmp_path):
+    torch.manual_seed(0)
+    policy = make_policy()
+    obs = {"state": torch.randn(5, 2, 3)}
+    path = save_policy(policy, tmp_path / "ckpt", card={"task": "toy"})
+    assert sorted(p.name for p in path.iterdir()) == [
+        "card.json", "config.json", "model.safetensors", "normalizer.json",
+        "normalizer.safetensors",
+    ]  # fmt: skip
+    loaded = robopolicy.load_policy(path)
+    assert isinstance(loaded, LinearPolicy) and not loaded.training
+    torch.testing.assert_close(loaded.sample(obs), policy.sample(obs))
+    torch.save(obs, tmp_path / "obs.pt")
+    code = (
+        "import sys, torch, robopolicy\n"
+        "import tests.policies.test_checkpoint\n"
+        "assert 'robopolicy.train' not in sys.modules\n"
+        f"obs = torch.load({str(tmp_path / 'obs.pt')!r}, weights_only=True)\n"
+        f"p = robopolicy.load_policy({str(path)!r})\n"
+        "print(p.sample(obs).flatten().tolist())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    got = torch.tensor(json.loads(done.stdout))
+    torch.testing.assert_close(got, policy.sample(obs).flatten())
+
+
+def test_damaged_or_foreign_checkpoints_are_refused(tmp_path):
+    path = save_policy(make_policy(), tmp_path / "ckpt")
+    config = json.loads((path / "config.json").read_text())
+    config["version"] = 99
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DataError, match="newer than this robopolicy"):
+        robopolicy.load_policy(path)
+    path = save_policy(make_policy(), tmp_path / "ckpt")
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])
+    with pytest.raises(DataError, match="unreadable weights"):
+        robopolicy.load_policy(path)
+    with pytest.raises(DataError, match="not a policy checkpoint"):
+        robopolicy.load_policy(tmp_path)
+    path = save_policy(make_policy(), tmp_path / "ckpt")
+    config = json.loads((path / "config.json").read_text())
+    config["policy"]["hiden"] = 3
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(Exception, match="did you mean 'hidden'"):
+        read_policy_config(path)
+
+
+def test_wrong_observation_shapes_are_named():
+    policy = make_policy()
+    with pytest.raises(BatchError, match=r"obs\['state'\] has shape \(5, 2, 4\)"):
+        policy.sample({"state": torch.zeros(5, 2, 4)})
+    with pytest.raises(BatchError, match="lacks 'state'"):
+        policy.sample({"img": torch.zeros(5, 2, 3)})
+    with pytest.raises(BatchError, match="NaN"):
+        policy.sample({"state": torch.full((1, 2, 3), float("nan"))})
