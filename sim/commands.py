@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import sim.bc_commands  # noqa: F401  (registers train, eval and quickstart)
 from robopolicy.cli import arg, command, print_json
 
 

@@ -1,0 +1,209 @@
+"""The main job, ``robopolicy quickstart``: demonstrations to evaluated policies on ``arm-push``.
+
+Stages, each resumable (run it again with the same ``--out`` and it continues where it stopped):
+
+1. collect imperfect scripted demonstrations (``<out>/demos.zarr``, :mod:`sim.collect`);
+2. measure the scripted expert, imperfect and clean, on the evaluation seeds (the reference
+   the cloned policies are read against);
+3. for each policy type (flow matching, diffusion): train with the ``arm-push`` preset into
+   ``<out>/<type>/`` (checkpoints, curves), then evaluate its final EMA weights on the same seeds
+   with videos of the first episodes (``<out>/<type>/eval.json``, ``<out>/<type>/videos/``);
+4. write ``<out>/report.md``, ``<out>/curves.png`` and ``<out>/quickstart.json``.
+
+Progress goes to stderr throughout (a line per stage, tqdm bars inside stages).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robopolicy.atomic import atomic_write_json
+
+log = logging.getLogger(__name__)
+TASK = "arm-push"
+
+
+@dataclasses.dataclass(frozen=True)
+class QuickstartConfig:
+    """Sizes of one quickstart run."""
+
+    demos: int = 200
+    """Imperfect scripted demonstrations to collect."""
+    policies: tuple[str, ...] = ("flow", "diffusion")
+    """Policy types to train, in order."""
+    overrides: tuple[str, ...] = ()
+    """Overrides applied to the ``arm-push`` preset of every policy."""
+    eval_episodes: int = 50
+    """Evaluation episodes per policy (seeds ``eval_seed ..``), and for the experts."""
+    eval_seed: int = 100_000
+    """First evaluation seed (the demonstrations use seeds 0 ..)."""
+    num_envs: int = 8
+    """Parallel envs of the evaluations."""
+    videos: int = 2
+    """Videos of the first evaluation episodes, per policy."""
+    render_size: tuple[int, int] | None = None
+    """(height, width) of the videos (None: the task's default, 240x320)."""
+
+    @classmethod
+    def tiny(cls) -> QuickstartConfig:
+        """A seconds-long run of every stage, for tests."""
+        steps = ("max_steps=24", "checkpoint_every=12", "val_every=1", "batch_size=32")
+        small = ("policy.denoiser.hidden_dims=[32,32,32]", "schedule.warmup_steps=4")
+        return cls(
+            demos=6,
+            overrides=steps + small,
+            eval_episodes=2,
+            num_envs=2,
+            videos=1,
+            render_size=(48, 64),
+        )
+
+
+def quickstart(out: Path, config: QuickstartConfig = QuickstartConfig()) -> dict[str, Any]:
+    """Run every stage into ``out``; return the figures (also in ``quickstart.json``)."""
+    from sim.collect import CollectConfig, collect
+
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    stages = 2 + len(config.policies) + 1
+    _stage(1, stages, f"collecting {config.demos} imperfect scripted demonstrations")
+    demos = collect(CollectConfig(TASK, out / "demos.zarr", episodes=config.demos, seed=0))
+    _stage(2, stages, f"scripted expert on the {config.eval_episodes} evaluation seeds")
+    expert = {q: _expert_success(q, config) for q in ("imperfect", "clean")}
+    policies: dict[str, dict[str, Any]] = {}
+    for i, kind in enumerate(config.policies):
+        _stage(3 + i, stages, f"{kind} policy: train, then evaluate")
+        policies[kind] = _train_and_evaluate(out, kind, config)
+    _stage(stages, stages, "report")
+    best = max(policies, key=lambda k: policies[k]["success_rate"])
+    result = {
+        "task": TASK,
+        "bc_success": policies[best]["success_rate"],
+        "bc_policy": best,
+        **{f"{k}_success": f["success_rate"] for k, f in policies.items()},
+        "policies": policies,
+        "expert": expert,
+        "demos": demos.as_dict(),
+        "report": str(out / "report.md"),
+        "curves": str(_plot(out, policies, expert)),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    from sim.quickstart_report import write_report
+
+    write_report(out / "report.md", result, config)
+    atomic_write_json(out / "quickstart.json", result)
+    return result
+
+
+def _stage(i: int, n: int, text: str) -> None:
+    log.info("[%d/%d] %s", i, n, text)
+
+
+def _expert_success(quality: str, config: QuickstartConfig) -> float:
+    """Success rate of the scripted expert of ``quality`` on the evaluation seeds."""
+    from sim.collect import rollout
+    from sim.experts import make_expert
+    from sim.registry import make_task
+
+    env = make_task(TASK)
+    expert = make_expert(TASK, env, quality=quality)
+    seeds = range(config.eval_seed, config.eval_seed + config.eval_episodes)
+    try:
+        return float(np.mean([rollout(env, expert, s)[1] for s in seeds]))
+    finally:
+        env.close()
+
+
+def _train_and_evaluate(out: Path, kind: str, config: QuickstartConfig) -> dict[str, Any]:
+    """Train ``kind`` (resuming), evaluating the final weights through the trainer's callback
+    (so the checkpoint's card carries the figures); reuse ``eval.json`` of a finished run."""
+    from robopolicy.config import apply_overrides
+    from robopolicy.policies import load_policy
+    from robopolicy.train.presets import get_preset
+    from robopolicy.train.trainer import Trainer
+    from sim.bc_commands import scalar_figures
+    from sim.evaluate import evaluate_policy
+
+    run = out / kind
+    train = get_preset(TASK, policy=kind, data=str((out / "demos.zarr").resolve()))
+    train = apply_overrides(train, [f"eval_episodes={config.eval_episodes}", *config.overrides])
+    captured: dict[str, Any] = {}
+
+    def evaluate(policy: Any) -> dict[str, float]:
+        figures = evaluate_policy(
+            policy,
+            TASK,
+            episodes=config.eval_episodes,
+            seed=config.eval_seed,
+            num_envs=config.num_envs,
+            videos=config.videos,
+            video_dir=run / "videos",
+            task_kwargs={"render_size": config.render_size} if config.render_size else None,
+        )
+        figures.pop("per_episode")
+        captured.update(figures)
+        return scalar_figures(figures)
+
+    card = {"task": TASK, "command": f"robopolicy quickstart --out {out}"}
+    result = Trainer(train, evaluate=evaluate, card=card).fit(run, resume=True)
+    report = run / "eval.json"
+    if not captured and report.exists():  # finished before: its figures are on disk
+        figures = json.loads(report.read_text(encoding="utf-8"))
+        if figures.get("step") == result.step:
+            log.info("%s: trained and evaluated already (step %d)", kind, result.step)
+            return figures
+    if not captured:  # finished, but killed before eval.json was written
+        evaluate(load_policy(result.latest))
+    train_s = max(0.0, result.seconds - (captured["eval_s"] if captured else 0.0))
+    figures = captured | {"step": result.step, "checkpoint": str(result.latest), "train_s": train_s}
+    atomic_write_json(report, figures)
+    return figures
+
+
+def _plot(out: Path, policies: dict[str, dict[str, Any]], expert: dict[str, float]) -> Path:
+    """``curves.png``: training and validation loss of every policy, and success rates."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from robopolicy.runlog import read_scalars
+    from sim.evaluate import wilson_interval
+
+    fig = Figure(figsize=(13, 3.2), dpi=100)
+    axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
+    for kind in policies:
+        rows = read_scalars(out / kind / "scalars.jsonl")
+        for ax, key in zip(axes, ("train/loss", "val/loss"), strict=False):
+            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=kind)
+    for ax, title in zip(axes, ("training loss", "validation loss"), strict=False):
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    names = [*policies, "expert (imperfect)", "expert (clean)"]
+    rates = [f["success_rate"] for f in policies.values()] + [expert["imperfect"], expert["clean"]]
+    n = next(iter(policies.values()))["episodes"]
+    intervals = [wilson_interval(round(r * n), n) for r in rates]
+    errors = [[r - lo for r, (lo, _) in zip(rates, intervals, strict=True)]]
+    errors.append([hi - r for r, (_, hi) in zip(rates, intervals, strict=True)])
+    bars = axes[2]
+    bars.bar(names, rates, yerr=errors, capsize=4, color=["C0", "C1", "0.6", "0.8"][: len(names)])
+    bars.set_ylim(0, 1)
+    bars.set_title("success rate (95% Wilson interval)", fontsize=9, loc="left")
+    bars.tick_params(axis="x", labelsize=7)
+    bars.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path)
+    return path

@@ -1,0 +1,71 @@
+"""``report.md`` of a quickstart run: what was done, the figures, where the files are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from robopolicy.atomic import atomic_write_bytes
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def write_report(path: Path, result: dict[str, Any], config: Any) -> None:
+    """Write the markdown report of ``result`` (see :func:`sim.quickstart.quickstart`)."""
+    out = path.parent
+    demos, expert = result["demos"], result["expert"]
+    n, seed = config.eval_episodes, config.eval_seed
+    lines = [
+        "# robopolicy quickstart: arm-push",
+        "",
+        "A 6-joint arm pushes a cube onto a target, going around it by the left or the right "
+        "(multimodal demonstrations). Actions are end-effector targets (x, y) at 10 Hz; an "
+        "episode succeeds when the cube's centre is within 2.5 cm of the target (80 steps max).",
+        "",
+        f"- Demonstrations: {demos['episodes']} episodes ({demos['frames']} frames) from the "
+        f"imperfect scripted expert, {_pct(demos['store_success_rate'])} of them successful "
+        "(noise, sloppy moves and careless finishes on purpose).",
+        f"- Evaluation: {n} episodes, seeds {seed}..{seed + n - 1}, {config.num_envs} parallel "
+        "envs; each policy executes 4 actions of every 8-action chunk (receding horizon), with "
+        "its EMA weights.",
+        "",
+        "| policy | success (95% CI) | mean max score | mean length | steps | train s | eval s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, f in result["policies"].items():
+        low, high = f["success_rate_ci95"]
+        lines.append(
+            f"| {kind} | {_pct(f['success_rate'])} ({_pct(low)}-{_pct(high)}) | "
+            f"{f['mean_max_score']:.3f} | {f['mean_length']:.1f} | {f['step']} | "
+            f"{f['train_s']:.0f} | {f['eval_s']:.0f} |"
+        )
+    lines += [
+        f"| scripted expert, imperfect | {_pct(expert['imperfect'])} | | | | | |",
+        f"| scripted expert, clean | {_pct(expert['clean'])} | | | | | |",
+        "",
+        f"Behaviour cloning reaches {_pct(result['bc_success'])} ({result['bc_policy']}); it "
+        "clones the demonstrator's mistakes as well as its skill, which is the room RL "
+        "fine-tuning is for. Total time: "
+        f"{result['seconds']:.0f} s (this run; a resumed run counts only its own part).",
+        "",
+        "![training curves](curves.png)",
+        "",
+        "## Files",
+        "",
+    ]
+    for kind, f in result["policies"].items():
+        checkpoint = Path(f["checkpoint"])
+        lines.append(f"- `{kind}/checkpoints/{checkpoint.name}`: the {kind} checkpoint")
+        lines += [f"  - video: `{Path(v).relative_to(out)}`" for v in f["videos"]]
+        lines.append(f"  - curves: `{kind}/curves.png`, TensorBoard: `{kind}/tensorboard`")
+    lines += [
+        "",
+        "Evaluate a checkpoint again (any number of envs gives the same episodes):",
+        "",
+        f"    robopolicy eval {out}/flow/checkpoints/latest --task arm-push "
+        f"--episodes {n} --seed {seed}",
+        "",
+    ]
+    atomic_write_bytes(path, "\n".join(lines).encode("utf-8"))

@@ -1,0 +1,91 @@
+"""The main job end to end (tiny), and the train / eval command lines around it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from robopolicy.cli import main
+from robopolicy.policies import load_policy, read_card
+from tests.sim.test_builtin_tasks import gl_problem
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, dict, float]:
+    out = tmp_path_factory.mktemp("quickstart") / "qs"
+    stdout = io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["quickstart", "--tiny", "--out", str(out), "--json"]) == 0
+    return out, json.loads(stdout.getvalue()), time.perf_counter() - started
+
+
+def test_tiny_quickstart_writes_report_figures_and_checkpoints(tiny_run):
+    out, result, seconds = tiny_run
+    assert seconds < 90
+    assert 0.0 <= result["bc_success"] <= 1.0 and result["bc_policy"] in ("flow", "diffusion")
+    for kind in ("flow", "diffusion"):
+        figures = result["policies"][kind]
+        assert result[f"{kind}_success"] == figures["success_rate"]
+        low, high = figures["success_rate_ci95"]
+        assert low <= figures["success_rate"] <= high
+        assert figures["episodes"] == 2 and figures["step"] == 24
+        latest = out / kind / "checkpoints" / "latest"
+        policy = load_policy(latest)
+        assert type(policy).type_name == kind
+        card = read_card(latest)
+        assert card["task"] == "arm-push" and card["step"] == 24
+        assert card["data"] == str((out / "demos.zarr").resolve())
+        assert "quickstart" in card["command"] and "val/loss" in card["metrics"]
+        assert (out / kind / "curves.png").stat().st_size > 0
+        if not gl_problem():
+            assert [Path(v).name for v in figures["videos"]] == ["episode-100000.mp4"]
+    assert set(result["expert"]) == {"imperfect", "clean"}
+    report = (out / "report.md").read_text()
+    assert "| flow |" in report and "| diffusion |" in report and "curves.png" in report
+    assert (out / "curves.png").stat().st_size > 0
+    assert json.loads((out / "quickstart.json").read_text())["bc_success"] == result["bc_success"]
+
+
+def test_quickstart_resumes_without_redoing_finished_stages(tiny_run, capsys):
+    out, first, _ = tiny_run
+    mtime = (out / "flow" / "eval.json").stat().st_mtime_ns
+    assert main(["quickstart", "--tiny", "--out", str(out), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["policies"] == first["policies"]  # nothing retrained or re-evaluated
+    assert (out / "flow" / "eval.json").stat().st_mtime_ns == mtime
+    assert again["demos"]["new_episodes"] == 0
+
+
+def test_eval_command_reports_success_with_an_interval(tiny_run, tmp_path, capsys):
+    out, _, _ = tiny_run
+    checkpoint = out / "flow" / "checkpoints" / "latest"
+    args = ["eval", str(checkpoint), "--episodes", "2", "--seed", "3", "--num-envs", "2"]
+    assert main([*args, "--videos", "0", "--json"]) == 0  # the task comes from the card
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["task"] == "arm-push" and figures["episodes"] == 2
+    assert len(figures["success_rate_ci95"]) == 2 and "mean_max_score" in figures
+    assert [e["seed"] for e in figures["per_episode"]] == [3, 4]
+
+
+def test_train_command_overrides_and_help(tiny_run, tmp_path, capsys):
+    out, _, _ = tiny_run
+    base = ["train", "--task", "arm-push", "--data", str(out / "demos.zarr")]
+    code = main([*base, "--out", str(tmp_path / "bad"), "optim.lrr=0.1"])
+    assert code == 2 and "did you mean 'lr'" in capsys.readouterr().err
+    code = main([*base, "--out", str(tmp_path / "bad"), "--preset", "arm-psh"])
+    assert code == 2 and "did you mean 'arm-push'" in capsys.readouterr().err
+    small = ["max_steps=3", "policy.denoiser.hidden_dims=[8,8,8]", "batch_size=16"]
+    code = main([*base, "--out", str(tmp_path / "ok"), "--no-eval", "--json", *small])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["step"] == 3 and summary["latest"].endswith("step-0000003")
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = capsys.readouterr().out
+    for name in ("arm-push", "arm-pick-place", "pusht", "pusht-image"):
+        assert name in shown
