@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import sim.bc_commands  # noqa: F401  (registers train, eval and quickstart)
+import sim.bc_commands  # registers train, eval and quickstart
+import sim.rl_commands  # noqa: F401  (registers finetune and medium)
 from robopolicy.cli import arg, command, print_json
 
 

@@ -1,0 +1,82 @@
+"""The critic every on-policy algorithm shares: an MLP on the policy's normalized To-step obs.
+
+    value(obs {key: (B, To, ...)} raw units, normalizer) -> (B,)
+
+Each low-dimensional key of ``obs_keys`` is normalized with the *policy's* normalizer (so the
+critic sees what the actor sees, and follows it when the normalizer's statistics are updated),
+flattened over To and concatenated. Image observations are not supported here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor, nn
+
+from robopolicy.data.normalize import Normalizer
+from robopolicy.models.mlp import ACTIVATIONS, make_mlp
+from robopolicy.rl.rollout import Obs
+
+
+@dataclasses.dataclass
+class ValueConfig:
+    """The critic network."""
+
+    hidden_dims: tuple[int, ...] = (64, 64)
+    """Widths of the hidden layers (cleanrl: 64, 64; DPPO's Hopper: 256, 256, 256)."""
+    activation: str = "tanh"
+    """Hidden activation: tanh, relu, elu, mish, gelu or silu."""
+    layer_norm: bool = False
+    """LayerNorm after each hidden linear layer."""
+
+    def __post_init__(self) -> None:
+        self.hidden_dims = tuple(int(d) for d in self.hidden_dims)
+        if not self.hidden_dims or min(self.hidden_dims) < 1:
+            raise ValueError(f"hidden_dims must be positive widths, got {self.hidden_dims}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}")
+
+
+def obs_features(obs: Obs, normalizer: Normalizer, keys: tuple[str, ...]) -> Tensor:
+    """(B, To * Σ Ds) the normalized low-dim keys of ``obs``, flattened over To."""
+    parts = [normalizer.normalize(obs[k].float(), k).flatten(1) for k in keys]
+    return torch.cat(parts, -1)
+
+
+class ValueNetwork(nn.Module):
+    """V(obs): (B,) from ``obs`` ``{key: (B, To, Ds)}`` in raw units (module docstring)."""
+
+    def __init__(
+        self, config: ValueConfig, *, obs_keys: tuple[str, ...], n_obs_steps: int, state_dim: int
+    ) -> None:
+        super().__init__()
+        self.config, self.obs_keys = config, tuple(obs_keys)
+        self.net = make_mlp(
+            n_obs_steps * state_dim,
+            config.hidden_dims,
+            1,
+            activation=config.activation,
+            layer_norm=config.layer_norm,
+        )
+        linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        for i, layer in enumerate(linears):  # orthogonal, gain sqrt(2) hidden and 1 last (cleanrl)
+            nn.init.orthogonal_(layer.weight, 1.0 if i == len(linears) - 1 else math.sqrt(2))
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, obs: Obs, normalizer: Normalizer) -> Tensor:
+        return self.net(obs_features(obs, normalizer, self.obs_keys)).squeeze(-1)
+
+    @torch.no_grad()
+    def batched(self, obs: Obs, normalizer: Normalizer, *, batch_size: int = 16384) -> Tensor:
+        """V over a large leading axis, ``batch_size`` rows at a time, without gradients."""
+        n = next(iter(obs.values())).shape[0]
+        out = [
+            self(
+                {k: v[i : i + batch_size] for k, v in obs.items() if k in self.obs_keys},
+                normalizer,
+            )
+            for i in range(0, n, batch_size)
+        ]
+        return torch.cat(out) if out else torch.zeros(0)

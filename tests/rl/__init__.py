@@ -1,0 +1,1 @@
+"""Tests of the RL core (rollouts, advantages, PPO) and its simulated environments."""
