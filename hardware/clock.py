@@ -1,0 +1,76 @@
+"""Injectable time: a ``Clock`` is ``monotonic()`` and ``sleep()``, real or virtual.
+
+Every driver, wrapper and (later) the control daemon takes a clock instead of calling
+:mod:`time`, so the watchdog, latency and overrun logic can run on virtual time in tests:
+
+    clock = VirtualClock()
+    arm = SimArm(clock=clock)        # physics follows the clock
+    clock.sleep(0.02)                # 20 ms pass at once, deterministically
+
+Timestamps (``ArmState.sensed_at``, a chunk's due time) are seconds on the clock that made them;
+compare times only from the same clock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """A monotonic time source that can also wait."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back (the origin is arbitrary)."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (a negative or zero wait returns at once)."""
+        ...
+
+
+class SystemClock:
+    """The machine's monotonic clock: ``time.monotonic`` and ``time.sleep``."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def __repr__(self) -> str:
+        return "SystemClock()"
+
+
+class VirtualClock:
+    """Time that moves only when told: ``sleep`` and ``advance`` move it forward at once.
+
+    Thread-safe. Tests drive watchdogs and fault plans with it; nothing ever really waits.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = float(start)
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._now
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` (negative or NaN values are ignored)."""
+        if seconds > 0:
+            with self._lock:
+                self._now += float(seconds)
+
+    def __repr__(self) -> str:
+        return f"VirtualClock(now={self.monotonic():.6f})"
+
+
+SYSTEM_CLOCK = SystemClock()
+"""The shared real clock, the default everywhere a clock is optional."""
