@@ -10,6 +10,8 @@
 - ``info["score"]`` = ``min(coverage / 0.95, 1)`` (gym-pusht's reward), ``info["coverage"]`` the
   raw fraction of the target covered, ``info["is_success"]`` = coverage > 0.95, which also
   terminates the episode. Episodes are truncated at 300 steps.
+- ``obs["keypoint"]`` ``(9, 2)`` float32: 9 points of the block (pixels), the layout of
+  ``data/keypoint``, which Diffusion Policy's low-dim Push-T policy observes (no angle wrap).
 - ``reset(seed=s)`` fixes the episode; ``reset(options={"reset_to_state": s5})`` starts from a
   5-number state exactly (see :meth:`PushTTask.reset`).
 
@@ -86,6 +88,31 @@ class PushTConfig:
             raise ValueError("image_size and render_size must be positive")
 
 
+BLOCK_KEYPOINTS = np.array(
+    [
+        [9.27, 90.041],
+        [-60.984, -1.187],
+        [60.914, -1.394],
+        [-0.27, 25.543],
+        [-14.064, 122.814],
+        [39.003, 32.856],
+        [-39.966, 32.73],
+        [-16.824, 62.862],
+        [23.542, -1.7],
+    ]
+)
+"""The 9 points of the T in the block's frame (pixels), as diffusion_policy's ``data/keypoint``
+places them: recovered from the shared data, where every recorded keypoint is this set moved by
+the recorded block pose (median error 0.002 px, 99.9% of frames within 0.5 px)."""
+
+
+def block_keypoints(state: np.ndarray) -> np.ndarray:
+    """``(9, 2)`` keypoints of the block for a 5-number state (``data/keypoint``'s layout)."""
+    c, s = math.cos(float(state[4])), math.sin(float(state[4]))
+    rotation = np.array([[c, -s], [s, c]])
+    return BLOCK_KEYPOINTS @ rotation.T + np.asarray(state[2:4], dtype=np.float64)
+
+
 @register_task(
     "pusht",
     description="Push-T (gym-pusht): push the T block onto its target; state = agent x, y, "
@@ -129,6 +156,7 @@ class PushTTask(gym.Env):
                 np.array([inf] * 4 + [2 * math.pi], np.float32),
                 dtype=np.float32,
             ),
+            "keypoint": gym.spaces.Box(-inf, inf, (9, 2), np.float32),
             "timestamp": gym.spaces.Box(0.0, inf, (), np.float64),
         }
         for camera in self.config.cameras:
@@ -145,6 +173,7 @@ class PushTTask(gym.Env):
         state = np.concatenate([info["pos_agent"], info["block_pose"][:2], [angle]])
         obs = {
             "state": state.astype(np.float32),
+            "keypoint": block_keypoints(state).astype(np.float32),
             "timestamp": np.array(self._steps / FPS, dtype=np.float64),
         }
         if self.config.cameras:

@@ -83,7 +83,7 @@ def test_reset_and_step_match_the_declared_spaces(pusht, cameras):
     assert meta.state_names == ("agent_x", "agent_y", "block_x", "block_y", "block_angle")
     assert (meta.fps, meta.cameras, env.action_space.shape) == (10.0, ("top",), (2,))
     assert env.observation_space.contains(obs) and obs["timestamp"] == 0.0
-    assert set(obs) == {"state", "timestamp"} | {f"image.{c}" for c in cameras}
+    assert set(obs) == {"state", "keypoint", "timestamp"} | {f"image.{c}" for c in cameras}
     assert isinstance(info["is_success"], bool) and 0.0 <= info["score"] <= 1.0
     for step in range(STEPS):
         action = np.zeros(2, np.float32) if step < STEPS // 2 else env.action_space.sample()
@@ -184,3 +184,26 @@ def test_final_recorded_frame_scores_high(pusht, pusht_zarr):
     replay(env, states[start:end], actions[start : end - 1])
     _, reward, terminated, _, info = env.step(actions[end - 1])
     assert info["is_success"] and terminated and info["score"] == reward == 1.0
+
+
+def test_keypoints_follow_the_block_as_the_data_records_them(pusht_zarr):
+    import zarr
+
+    from sim.tasks.pusht import block_keypoints
+
+    group = zarr.open_group(str(pusht_zarr), mode="r")
+    states, keypoints = group["data/state"][:], group["data/keypoint"][:]
+    pairs = zip(states, keypoints, strict=True)
+    errors = np.array([np.abs(block_keypoints(s) - k).max() for s, k in pairs])
+    assert np.median(errors) < 0.01
+    assert np.quantile(errors, 0.999) < 0.5
+
+
+def test_keypoint_observation(pusht):
+    env = make_task("pusht")
+    obs, _ = env.reset(seed=3)
+    from sim.tasks.pusht import block_keypoints
+
+    assert env.observation_space["keypoint"].contains(obs["keypoint"])
+    np.testing.assert_allclose(obs["keypoint"], block_keypoints(obs["state"]), rtol=1e-6)
+    env.close()
