@@ -1,0 +1,11 @@
+"""Serving: the policy server, its torch-free client and the wire between them.
+
+``from robopolicy.serve import PolicyClient`` imports numpy and msgpack only; the server side
+(:mod:`robopolicy.serve.server`, :mod:`robopolicy.serve.engine`) is imported on demand.
+``protocol.md`` beside this file is the protocol on one page.
+"""
+
+from robopolicy.serve.client import PolicyClient, ServerError
+from robopolicy.serve.wire import WireError, WireLimits
+
+__all__ = ["PolicyClient", "ServerError", "WireError", "WireLimits"]

@@ -1,0 +1,215 @@
+"""PolicyClient: ask a policy server for action chunks. Imports numpy and msgpack, never torch.
+
+One blocking TCP connection, opened on first use and reopened after a failure. Every request
+gets a fresh id and a deadline (``timeout_s``, sent as ``timeout_ms``); a reply is taken only
+when its id is the request's, so a late reply to a request that timed out is read and dropped,
+never taken for the next one. Frames are reassembled in a buffer kept across calls, so a
+timeout in the middle of a frame never desynchronises the stream. Not thread-safe: use one
+client per thread.
+
+    with PolicyClient("127.0.0.1", 8765) as client:
+        actions, info = client.infer({"state": state}, timeout_s=0.1)   # (B, Tp, Da)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import socket
+import time
+from typing import Any
+
+import numpy as np
+
+from robopolicy.serve.wire import (
+    DEFAULT_LIMITS,
+    HEADER,
+    WireError,
+    WireLimits,
+    body_length,
+    decode,
+    encode,
+    frame,
+)
+
+READ_CHUNK = 1 << 20
+
+
+class ServerError(RuntimeError):
+    """The server answered with an error reply (``code`` as in ``protocol.md``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+class PolicyClient:
+    """A connection to a :class:`~robopolicy.serve.server.PolicyServer`."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        *,
+        token: str | None = None,
+        connect_timeout_s: float = 2.0,
+        limits: WireLimits = DEFAULT_LIMITS,
+    ) -> None:
+        self.host, self.port, self.token = host, port, token
+        self.connect_timeout_s = connect_timeout_s
+        self.limits = limits
+        self.ignored_replies = 0
+        """Replies read and dropped because their id was not the awaited one."""
+        self._ids = itertools.count(1)
+        self._sock: socket.socket | None = None
+        self._buf = bytearray()
+
+    # ------------------------------------------------------------------ connection
+
+    def connect(self, timeout_s: float | None = None) -> None:
+        """Open the connection now (otherwise the first request does it)."""
+        self.close()
+        timeout = self.connect_timeout_s if timeout_s is None else timeout_s
+        sock = socket.create_connection((self.host, self.port), timeout=max(timeout, 1e-3))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock, self._buf = sock, bytearray()
+
+    def close(self) -> None:
+        """Close the connection (idempotent); the next request reconnects."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> PolicyClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ requests
+
+    def infer(
+        self,
+        obs: dict[str, np.ndarray],
+        *,
+        timeout_s: float,
+        noise: np.ndarray | None = None,
+        steps: int | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Actions (B, Tp, Da) for ``obs`` (each (B, To, ...); ``"timestamp"`` (B, To) optional)
+        and an info dict: ``id``, ``timing`` (server ``queue_ms``, ``inference_ms``, ``batch``),
+        ``start`` (index of the first action to execute), ``period``, ``due`` (B,) when obs had
+        timestamps, ``round_trip_ms``. Raises ``TimeoutError``, :class:`ServerError`,
+        ``ConnectionError``."""
+        message: dict[str, Any] = {
+            "type": "infer",
+            "obs": {str(k): np.asarray(v) for k, v in obs.items()},
+        }
+        if noise is not None:
+            message["noise"] = np.asarray(noise)
+        if steps is not None:
+            message["steps"] = int(steps)
+        reply = self._call(message, timeout_s)
+        actions = reply.pop("actions", None)
+        if not isinstance(actions, np.ndarray) or actions.ndim != 3:
+            self.close()
+            raise ConnectionError("the server's infer reply has no (B, Tp, Da) actions")
+        reply.pop("type", None)
+        return actions, reply
+
+    def health(self, *, timeout_s: float = 1.0) -> dict[str, Any]:
+        """The server's health reply (``status``, ``queued``, ``stats``, ...)."""
+        return self._call({"type": "health"}, timeout_s)
+
+    def metadata(self, *, timeout_s: float = 2.0) -> dict[str, Any]:
+        """What the policy wants and gives: policy type, To/Tp/Ta, obs spec, action dim, fps."""
+        return self._call({"type": "metadata"}, timeout_s)
+
+    def _call(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        if not (isinstance(timeout_s, int | float) and math.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"timeout_s must be a positive number, got {timeout_s!r}")
+        start = time.monotonic()
+        deadline = start + timeout_s
+        reply: dict[str, Any] = {}
+        for attempt in (0, 1):
+            reused = self._sock is not None
+            if not reused:
+                self._connect_until(deadline)
+            request_id = next(self._ids)
+            message.update(id=request_id, timeout_ms=1e3 * max(deadline - time.monotonic(), 1e-3))
+            if self.token is not None:
+                message["token"] = self.token
+            data = frame(encode(message, self.limits))
+            try:
+                self._send(data, deadline)
+                reply = self._await(request_id, deadline)
+                break
+            except ConnectionError:
+                self.close()
+                if attempt or not reused or time.monotonic() >= deadline:
+                    raise  # a fresh connection failed, or no time left to retry
+        if reply.get("type") == "error":
+            code, text = str(reply.get("code")), str(reply.get("message"))
+            if code == "unauthorized":
+                self.close()
+            raise ServerError(code, text)
+        reply["round_trip_ms"] = 1e3 * (time.monotonic() - start)
+        return reply
+
+    def _connect_until(self, deadline: float) -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no time left to connect")
+        try:
+            self.connect(min(left, self.connect_timeout_s))
+        except TimeoutError:
+            raise TimeoutError(f"connecting to {self.host}:{self.port} timed out") from None
+
+    def _send(self, data: bytes, deadline: float) -> None:
+        if self._sock is None:
+            raise ConnectionError("not connected")
+        self._sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+        try:
+            self._sock.sendall(data)
+        except TimeoutError:
+            self.close()  # part of a frame may be out: the stream cannot be trusted
+            raise TimeoutError("sending the request timed out") from None
+        except OSError as exc:
+            raise ConnectionError(f"send failed: {exc}") from exc
+
+    def _await(self, request_id: int, deadline: float) -> dict[str, Any]:
+        """The reply with ``request_id``; replies to other ids are dropped and counted."""
+        while True:
+            reply = self._next_message(deadline)
+            if (
+                isinstance(reply, dict)
+                and type(reply.get("id")) is int
+                and reply["id"] == request_id
+            ):
+                return reply
+            self.ignored_replies += 1
+
+    def _next_message(self, deadline: float) -> Any:
+        while True:
+            if len(self._buf) >= HEADER.size:
+                try:
+                    length = body_length(bytes(self._buf[: HEADER.size]), self.limits)
+                    if len(self._buf) >= HEADER.size + length:
+                        body = bytes(self._buf[HEADER.size : HEADER.size + length])
+                        del self._buf[: HEADER.size + length]
+                        return decode(body, self.limits)
+                except WireError as exc:
+                    raise ConnectionError(f"bad reply from the server ({exc})") from None
+            left = deadline - time.monotonic()
+            if left <= 0 or self._sock is None:
+                raise TimeoutError("no reply before the deadline")
+            self._sock.settimeout(left)
+            try:
+                chunk = self._sock.recv(READ_CHUNK)
+            except TimeoutError:
+                raise TimeoutError("no reply before the deadline") from None
+            except OSError as exc:
+                raise ConnectionError(f"receive failed: {exc}") from exc
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            self._buf += chunk

@@ -1,0 +1,81 @@
+"""``robopolicy serve CKPT``: serve a policy checkpoint (``robopolicy/serve/protocol.md``).
+
+Once listening it prints one JSON line on stdout, ``{"event": "listening", "host": ...,
+"port": ..., "pid": ...}``, so scripts and the control daemon can find a ``--port 0`` server;
+logs go to stderr. SIGINT or SIGTERM stops it cleanly (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from robopolicy.cli import arg, command
+from robopolicy.errors import RobopolicyError
+
+TOKEN_ENV = "ROBOPOLICY_SERVE_TOKEN"
+
+
+@command(
+    "serve",
+    help="serve a policy checkpoint over TCP (msgpack frames; see robopolicy/serve/protocol.md)",
+    args=(
+        arg("checkpoint", help="policy checkpoint directory"),
+        arg("--host", default="127.0.0.1", help="bind address (non-loopback needs --token)"),
+        arg("--port", type=int, default=8765, help="TCP port; 0 picks a free one"),
+        arg("--token", default=None, help=f"shared token (or set ${TOKEN_ENV})"),
+        arg("--threads", type=int, default=None, help="torch threads for inference"),
+        arg("--max-batch", type=int, default=1, help="samples stacked per forward pass"),
+        arg("--batch-wait-ms", type=float, default=0.0, help="extra wait for requests to stack"),
+        arg("--sampler", default=None, help="the policy's sampler (e.g. ddim, euler)"),
+        arg("--steps", type=int, default=None, help="denoising steps per sample"),
+        arg("--fps", type=float, default=None, help="control rate, when the card lacks it"),
+        arg("--delay-ms", type=float, default=0.0, help="fault injection: sleep per inference"),
+    ),
+)
+def serve(args: argparse.Namespace) -> int:
+    from robopolicy.serve.config import ServerConfig
+    from robopolicy.serve.engine import Engine, PolicyEngine, SlowEngine
+    from robopolicy.serve.server import PolicyServer
+
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    try:
+        config = ServerConfig(
+            host=args.host,
+            port=args.port,
+            token=token,
+            max_batch=args.max_batch,
+            batch_wait_ms=args.batch_wait_ms,
+        )
+    except ValueError as exc:
+        raise RobopolicyError(str(exc)) from None
+    if args.delay_ms < 0:
+        raise RobopolicyError("--delay-ms must be >= 0")
+    try:
+        policy_engine = PolicyEngine.from_checkpoint(
+            args.checkpoint, threads=args.threads, fps=args.fps
+        )
+        if args.sampler is not None or args.steps is not None:
+            set_sampler = getattr(policy_engine.policy, "set_sampler", None)
+            if set_sampler is None:
+                raise RobopolicyError("this policy has no sampler to choose")
+            set_sampler(args.sampler, steps=args.steps)
+    except ValueError as exc:
+        raise RobopolicyError(str(exc)) from None
+    engine: Engine = policy_engine
+    if args.delay_ms > 0:
+        engine = SlowEngine(policy_engine, args.delay_ms / 1e3)
+    server = PolicyServer(engine, config)
+
+    def ready(host: str, port: int) -> None:
+        event = {"event": "listening", "host": host, "port": port, "pid": os.getpid()}
+        print(json.dumps(event), flush=True)
+
+    try:
+        server.run(ready)
+    except OSError as exc:
+        raise RobopolicyError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+    print("policy server stopped", file=sys.stderr)
+    return 0

@@ -1,0 +1,184 @@
+"""Protocol messages: the request envelope, the checks of an ``infer`` request against the
+policy's metadata, and error replies. No torch (the client shares this vocabulary).
+
+See ``protocol.md`` beside this file for the whole protocol. Every check here fails with a
+:class:`RequestError` whose ``code`` becomes the error reply's code and whose message names the
+field; nothing from a request is ever evaluated, and no reply carries a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+REQUEST_TYPES = ("infer", "health", "metadata")
+ENVELOPE = {"type", "id", "timeout_ms", "token"}
+INFER_FIELDS = {"obs", "noise", "steps"}
+TIMESTAMP_KEY = "timestamp"
+MAX_ID = 2**63 - 1
+FLOAT_DTYPES = ("float16", "float32", "float64")
+
+# error codes of replies
+MALFORMED = "malformed"  # the frame's body is not a wire message
+BAD_REQUEST = "bad_request"  # a field is missing, unknown or of the wrong type
+INVALID_INPUT = "invalid_input"  # obs/noise/steps do not fit the policy (the message names it)
+UNAUTHORIZED = "unauthorized"  # missing or wrong token; the connection is then closed
+EXPIRED = "expired"  # the deadline passed before inference started
+OVERLOADED = "overloaded"  # queue or per-connection in-flight limit reached
+TOO_LARGE = "too_large"  # frame over the size cap; the connection is then closed
+INTERNAL = "internal"  # the policy failed; details stay in the server's log
+SHUTTING_DOWN = "shutting_down"  # the server stopped before running the request
+
+
+class RequestError(Exception):
+    """A request the server answers with an error reply ``code``; ``id`` when it was read."""
+
+    def __init__(self, code: str, message: str, request_id: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.request_id = code, message, request_id
+
+
+@dataclasses.dataclass
+class Envelope:
+    """The fields every request carries."""
+
+    type: str
+    id: int
+    timeout_ms: float
+    token: str | None
+
+
+@dataclasses.dataclass
+class InferInput:
+    """A checked ``infer`` request: arrays ready for the policy (floats as float32)."""
+
+    obs: dict[str, np.ndarray]
+    """The policy's observation keys, each (B, To, *shape)."""
+    noise: np.ndarray | None
+    """(B, Tp, Da) float32, or None."""
+    steps: int | None
+    """Denoising steps, or None for the policy's own."""
+    timestamp: np.ndarray | None
+    """(B, To) float64 sensing times on the client's clock, or None."""
+    batch: int
+    """B."""
+
+    def group_key(self) -> tuple:
+        """Requests with equal keys can be stacked into one forward pass."""
+        shapes = tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(self.obs.items()))
+        return shapes, self.noise is None, self.steps
+
+
+def error_reply(request_id: int | None, code: str, message: str) -> dict[str, Any]:
+    """The error reply: ``{"type": "error", "id", "code", "message"}``."""
+    return {"type": "error", "id": request_id, "code": code, "message": message[:500]}
+
+
+def parse_envelope(message: Any, max_timeout_ms: float) -> Envelope:
+    """Check the envelope of a decoded request (unknown top-level fields are refused)."""
+    if not isinstance(message, dict):
+        raise RequestError(BAD_REQUEST, "a request is a map")
+    request_id = message.get("id")
+    if type(request_id) is not int or not 0 <= request_id <= MAX_ID:
+        raise RequestError(BAD_REQUEST, "field 'id' must be an int in [0, 2**63)")
+    kind = message.get("type")
+    if not isinstance(kind, str) or kind not in REQUEST_TYPES:
+        raise RequestError(BAD_REQUEST, f"field 'type' must be one of {REQUEST_TYPES}", request_id)
+    allowed = ENVELOPE | (INFER_FIELDS if kind == "infer" else set())
+    extra = sorted(set(message) - allowed)
+    if extra:
+        raise RequestError(BAD_REQUEST, f"unknown field {extra[0][:64]!r}", request_id)
+    timeout = message.get("timeout_ms")
+    if not _number(timeout) or not 0 < timeout <= max_timeout_ms:
+        raise RequestError(
+            BAD_REQUEST, f"field 'timeout_ms' must be a number in (0, {max_timeout_ms}]", request_id
+        )
+    token = message.get("token")
+    if token is not None and not isinstance(token, str):
+        raise RequestError(BAD_REQUEST, "field 'token' must be a string", request_id)
+    return Envelope(kind, request_id, float(timeout), token)
+
+
+def parse_infer(
+    message: dict[str, Any], metadata: dict[str, Any], *, max_batch: int, request_id: int
+) -> InferInput:
+    """Check an ``infer`` request's obs, noise and steps against the policy's ``metadata``."""
+
+    def fail(code: str, text: str) -> RequestError:
+        return RequestError(code, text, request_id)
+
+    obs = message.get("obs")
+    if not isinstance(obs, dict):
+        raise fail(BAD_REQUEST, "field 'obs' must be a map of arrays")
+    spec: dict[str, dict[str, Any]] = metadata["obs"]
+    n_obs_steps = metadata["n_obs_steps"]
+    extra = sorted(set(obs) - set(spec) - {TIMESTAMP_KEY})
+    if extra:
+        raise fail(INVALID_INPUT, f"obs has unknown key {extra[0][:64]!r} (want {sorted(spec)})")
+    batch: int | None = None
+    arrays: dict[str, np.ndarray] = {}
+    for key, want in spec.items():
+        if key not in obs:
+            raise fail(INVALID_INPUT, f"obs lacks {key!r}")
+        value = _array(obs[key], f"obs[{key!r}]", want["dtype"], fail)
+        if value.ndim != len(want["shape"]) + 1 or list(value.shape[1:]) != want["shape"]:
+            raise fail(
+                INVALID_INPUT,
+                f"obs[{key!r}] has shape {list(value.shape)}, want [B, *{want['shape']}]",
+            )
+        batch = _same_batch(batch, value, f"obs[{key!r}]", max_batch, fail)
+        arrays[key] = value
+    if batch is None:
+        raise fail(INVALID_INPUT, "the policy declares no observation keys")
+    timestamp = None
+    if TIMESTAMP_KEY in obs:
+        timestamp = _array(obs[TIMESTAMP_KEY], "obs['timestamp']", "float64", fail)
+        if timestamp.shape != (batch, n_obs_steps):
+            raise fail(
+                INVALID_INPUT,
+                f"obs['timestamp'] has shape {list(timestamp.shape)}, "
+                f"want [{batch}, {n_obs_steps}]",
+            )
+    noise = message.get("noise")
+    if noise is not None:
+        want_noise = [batch, metadata["horizon"], metadata["action_dim"]]
+        noise = _array(noise, "noise", "float32", fail)
+        if list(noise.shape) != want_noise:
+            raise fail(INVALID_INPUT, f"noise has shape {list(noise.shape)}, want {want_noise}")
+    steps = message.get("steps")
+    if steps is not None and (type(steps) is not int or not 1 <= steps <= metadata["max_steps"]):
+        raise fail(INVALID_INPUT, f"steps must be an int in [1, {metadata['max_steps']}]")
+    return InferInput(arrays, noise, steps, timestamp, batch)
+
+
+def _array(value: Any, name: str, dtype: str, fail: Any) -> np.ndarray:
+    """``value`` as an array of ``dtype``; a float dtype accepts any float width and must be
+    finite (float32 obs and noise pass unchanged; others are cast)."""
+    if not isinstance(value, np.ndarray):
+        raise fail(BAD_REQUEST, f"{name} must be an array, got {type(value).__name__}")
+    if dtype in FLOAT_DTYPES:
+        if value.dtype.name not in FLOAT_DTYPES:
+            raise fail(INVALID_INPUT, f"{name} has dtype {value.dtype.name}, want {dtype}")
+        if not np.isfinite(value).all():
+            raise fail(INVALID_INPUT, f"{name} has NaN or inf")
+        return value.astype(dtype, copy=False)
+    if value.dtype.name != dtype:
+        raise fail(INVALID_INPUT, f"{name} has dtype {value.dtype.name}, want {dtype}")
+    return value
+
+
+def _same_batch(batch: int | None, value: np.ndarray, name: str, limit: int, fail: Any) -> int:
+    size = int(value.shape[0])
+    if not 1 <= size <= limit:
+        raise fail(INVALID_INPUT, f"{name} has batch {size}, want 1..{limit}")
+    if batch is not None and size != batch:
+        raise fail(INVALID_INPUT, f"{name} has batch {size}, others {batch}")
+    return size
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)

@@ -1,0 +1,167 @@
+"""The server's inference thread: a bounded job queue, deadlines, batching, one engine.
+
+The thread owns the engine; nothing else calls it. It takes the oldest job, gathers jobs that
+can share its forward pass (:meth:`~robopolicy.serve.messages.InferInput.group_key` equal, at
+most ``max_batch`` samples, waiting at most ``batch_wait_ms`` for them), drops those whose
+deadline has passed (``expired``), runs the rest as one batch and hands every reply, already
+encoded, to ``post`` (the server forwards it to the event loop).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from robopolicy.serve import messages as m
+from robopolicy.serve.config import ServerConfig
+
+if TYPE_CHECKING:  # the engine module imports torch; the server itself does not
+    from robopolicy.serve.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(eq=False)
+class Job:
+    """One checked ``infer`` request waiting for the engine."""
+
+    conn: Any
+    """Where the reply goes (opaque here)."""
+    id: int
+    input: m.InferInput
+    received: float
+    """``time.monotonic()`` when its frame was read."""
+    deadline: float
+    """``received + timeout_ms``: past it, the job is dropped before inference."""
+
+
+class InferenceWorker:
+    """Runs jobs on ``engine`` in its own thread; ``post(job, reply)`` delivers replies."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        config: ServerConfig,
+        post: Callable[[Job, dict[str, Any]], None],
+        count: Callable[..., None],
+    ) -> None:
+        self.engine, self.config, self.post, self.count = engine, config, post, count
+        meta = engine.metadata()
+        self.start_index = meta["n_obs_steps"] - 1
+        self.period = 1.0 / meta["fps"] if meta.get("fps") else None
+        self.chunk = (meta["horizon"], meta["action_dim"])
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="robopolicy-serve-infer")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def queued(self) -> int:
+        return len(self._jobs)
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; :class:`~robopolicy.serve.messages.RequestError` when full or closing."""
+        with self._cond:
+            if self._closing:
+                raise m.RequestError(m.SHUTTING_DOWN, "server stopping", job.id)
+            if len(self._jobs) >= self.config.max_queue:
+                raise m.RequestError(m.OVERLOADED, "inference queue full", job.id)
+            self._jobs.append(job)
+            self._cond.notify()
+
+    def close(self, timeout: float = 30.0) -> list[Job]:
+        """Stop taking jobs, let the running batch finish, return the jobs never started."""
+        with self._cond:
+            self._closing = True
+            dropped = list(self._jobs)
+            self._jobs.clear()
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return dropped
+
+    def _run(self) -> None:
+        while (jobs := self._next_batch()) is not None:
+            now = time.monotonic()
+            live = []
+            for job in jobs:
+                if job.deadline > now:
+                    live.append(job)
+                    continue
+                self.count("expired")
+                late = f"deadline passed {1e3 * (now - job.deadline):.1f} ms before inference"
+                self.post(job, m.error_reply(job.id, m.EXPIRED, late))
+            if live:
+                self._infer(live, now)
+
+    def _next_batch(self) -> list[Job] | None:
+        """The oldest job and those that can share its forward pass; None when closing."""
+        limit = self.config.max_batch
+        with self._cond:
+            while not self._jobs and not self._closing:
+                self._cond.wait()
+            if self._closing:
+                return None
+            first = self._jobs.popleft()
+            batch, size, key = [first], first.input.batch, first.input.group_key()
+            until = time.monotonic() + self.config.batch_wait_ms / 1e3
+            while size < limit and not self._closing:
+                for job in list(self._jobs):
+                    if job.input.group_key() == key and size + job.input.batch <= limit:
+                        self._jobs.remove(job)
+                        batch.append(job)
+                        size += job.input.batch
+                left = until - time.monotonic()
+                if size >= limit or left <= 0:
+                    break
+                self._cond.wait(left)
+            return batch
+
+    def _infer(self, jobs: list[Job], started: float) -> None:
+        inputs = [job.input for job in jobs]
+        obs = {k: np.concatenate([i.obs[k] for i in inputs]) for k in inputs[0].obs}
+        noise = None
+        if inputs[0].noise is not None:
+            noise = np.concatenate([i.noise for i in inputs if i.noise is not None])
+        total = sum(i.batch for i in inputs)
+        try:
+            actions = self.engine.run(obs, noise, inputs[0].steps)
+            if actions.shape != (total, *self.chunk) or not np.isfinite(actions).all():
+                raise ValueError(f"bad actions from the engine: {actions.shape} or non-finite")
+        except Exception as exc:  # log it here; the client learns only the kind of failure
+            log.exception("inference failed")
+            for job in jobs:
+                self.count(f"error_{m.INTERNAL}")
+                text = f"inference failed ({type(exc).__name__})"
+                self.post(job, m.error_reply(job.id, m.INTERNAL, text))
+            return
+        inference_ms = 1e3 * (time.monotonic() - started)
+        self.count("served", len(jobs))
+        offset = 0
+        for job in jobs:
+            size = job.input.batch
+            reply: dict[str, Any] = {
+                "type": "infer",
+                "id": job.id,
+                "actions": actions[offset : offset + size],
+                "start": self.start_index,
+                "period": self.period,
+                "timing": {
+                    "queue_ms": 1e3 * (started - job.received),
+                    "inference_ms": inference_ms,
+                    "batch": total,
+                },
+            }
+            if job.input.timestamp is not None:
+                reply["due"] = job.input.timestamp[:, -1].astype(np.float64)
+            offset += size
+            self.post(job, reply)
