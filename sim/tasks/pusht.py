@@ -11,7 +11,8 @@
   raw fraction of the target covered, ``info["is_success"]`` = coverage > 0.95, which also
   terminates the episode. Episodes are truncated at 300 steps.
 - ``obs["keypoint"]`` ``(9, 2)`` float32: 9 points of the block (pixels), the layout of
-  ``data/keypoint``, which Diffusion Policy's low-dim Push-T policy observes (no angle wrap).
+  ``data/keypoint``, and ``obs["agent_pos"]`` ``(2,)`` = ``state[:2]``: what Diffusion Policy's
+  low-dim Push-T policy observes (keypoints have no angle wrap).
 - ``reset(seed=s)`` fixes the episode; ``reset(options={"reset_to_state": s5})`` starts from a
   5-number state exactly (see :meth:`PushTTask.reset`).
 
@@ -157,6 +158,7 @@ class PushTTask(gym.Env):
                 dtype=np.float32,
             ),
             "keypoint": gym.spaces.Box(-inf, inf, (9, 2), np.float32),
+            "agent_pos": gym.spaces.Box(-inf, inf, (2,), np.float32),
             "timestamp": gym.spaces.Box(0.0, inf, (), np.float64),
         }
         for camera in self.config.cameras:
@@ -174,6 +176,7 @@ class PushTTask(gym.Env):
         obs = {
             "state": state.astype(np.float32),
             "keypoint": block_keypoints(state).astype(np.float32),
+            "agent_pos": state[:2].astype(np.float32),
             "timestamp": np.array(self._steps / FPS, dtype=np.float64),
         }
         if self.config.cameras:

@@ -83,7 +83,8 @@ def test_reset_and_step_match_the_declared_spaces(pusht, cameras):
     assert meta.state_names == ("agent_x", "agent_y", "block_x", "block_y", "block_angle")
     assert (meta.fps, meta.cameras, env.action_space.shape) == (10.0, ("top",), (2,))
     assert env.observation_space.contains(obs) and obs["timestamp"] == 0.0
-    assert set(obs) == {"state", "keypoint", "timestamp"} | {f"image.{c}" for c in cameras}
+    images = {f"image.{c}" for c in cameras}
+    assert set(obs) == {"state", "keypoint", "agent_pos", "timestamp"} | images
     assert isinstance(info["is_success"], bool) and 0.0 <= info["score"] <= 1.0
     for step in range(STEPS):
         action = np.zeros(2, np.float32) if step < STEPS // 2 else env.action_space.sample()
