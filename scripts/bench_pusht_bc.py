@@ -1,0 +1,134 @@
+"""Push-T behaviour cloning on the real human data within a CPU budget, both policy kinds.
+
+Observations are Diffusion Policy's low-dim ones: the block's 9 keypoints (``data/keypoint``)
+and the agent position (``state[:, :2]``), written once to ``OUT/pusht_lowdim.zarr`` next to the
+actions. Each kind (``flow``, ``diffusion``) trains with the ``pusht`` preset for ``--steps``
+optimizer steps on one thread (no rollouts during training), then its final EMA checkpoint is
+evaluated on ``--episodes`` seeded episodes from seed 100000 (Diffusion Policy's test seeds) with
+``robopolicy eval``'s code. Reports per kind: steps, training wall and CPU seconds, mean max
+coverage (Diffusion Policy's Push-T score), success rate with its 95% interval. Running it again
+resumes unfinished training (the seconds then count this invocation only) and reuses finished
+runs.
+
+    python scripts/bench_pusht_bc.py --out out/bench-pusht [--kinds flow,diffusion]
+        [--steps 100000] [--episodes 100] [--data PATH] [--json]
+
+Needs the ``pusht`` extra and ``../shared/data/pusht/pusht_cchi_v7_replay.zarr`` (or ``--data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "pusht" / "pusht_cchi_v7_replay.zarr"
+EVAL_SEED = 100_000
+
+
+def lowdim_store(source: Path, out: Path) -> Path:
+    """``out``: ``keypoint``, ``agent_pos`` and ``action`` per episode of the replay zarr."""
+    import zarr
+
+    from robopolicy.atomic import staged_directory
+    from robopolicy.data.store import EpisodeStore
+
+    if (out / "meta").is_dir():
+        return out
+    group = zarr.open_group(source, mode="r")
+    ends = group["meta/episode_ends"][:]
+    keypoint, state, action = (group[f"data/{k}"][:] for k in ("keypoint", "state", "action"))
+    with staged_directory(out) as staging:
+        store = EpisodeStore.create(staging, fps=10.0)
+        for start, end in zip(np.r_[0, ends[:-1]], ends, strict=True):
+            store.append_episode(
+                {
+                    "keypoint": keypoint[start:end].astype(np.float32),
+                    "agent_pos": state[start:end, :2].astype(np.float32),
+                    "action": action[start:end].astype(np.float32),
+                }
+            )
+    return out
+
+
+def train(kind: str, data: Path, run: Path, steps: int) -> dict[str, float]:
+    """Train ``kind`` with the ``pusht`` preset (resuming ``run``); wall and CPU seconds."""
+    from robopolicy.train.presets import get_preset
+    from robopolicy.train.trainer import Trainer
+
+    config = get_preset("pusht", policy=kind, data=str(data))
+    config.max_steps = steps
+    config.eval_every = 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = Trainer(config, card={"task": "pusht"}).fit(run, resume=(run / "checkpoints").is_dir())
+    return {
+        "step": result.step,
+        "train_wall_s": round(time.perf_counter() - wall, 1),
+        "train_cpu_s": round(time.process_time() - cpu, 1),
+        "checkpoint": str(result.latest),
+    }
+
+
+def evaluate(checkpoint: str, episodes: int) -> dict[str, float]:
+    from robopolicy.policies import load_policy
+    from sim.evaluate import evaluate_policy
+
+    figures = evaluate_policy(load_policy(checkpoint), "pusht", episodes=episodes, seed=EVAL_SEED)
+    keys = ("mean_max_coverage", "success_rate", "success_rate_ci95", "mean_score", "eval_s")
+    return {key: figures[key] for key in keys if key in figures}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="directory for runs and results")
+    parser.add_argument("--kinds", default="flow,diffusion", help="policy kinds, comma-separated")
+    parser.add_argument("--steps", type=int, default=100_000, help="optimizer steps per kind")
+    parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Push-T replay zarr")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        sys.exit(f"{args.data}: no Push-T data (give --data)")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    data = lowdim_store(args.data, args.out / "pusht_lowdim.zarr")
+    rows = []
+    for kind in args.kinds.split(","):
+        run = args.out / kind
+        done = args.out / f"{kind}.json"
+        if done.is_file() and json.loads(done.read_text())["step"] >= args.steps:
+            rows.append(json.loads(done.read_text()))
+            continue
+        row = {"kind": kind, **train(kind, data, run, args.steps)}
+        row.update(evaluate(row["checkpoint"], args.episodes))
+        done.write_text(json.dumps(row, indent=2))
+        rows.append(row)
+    report = {
+        "steps": args.steps,
+        "episodes": args.episodes,
+        "eval_seed": EVAL_SEED,
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "rows": rows,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{'kind':10} {'steps':>7} {'train s':>8} {'cpu s':>8} {'max cov':>8} {'success':>8}")
+    for row in rows:
+        print(
+            f"{row['kind']:10} {row['step']:7d} {row['train_wall_s']:8.0f}"
+            f" {row['train_cpu_s']:8.0f} {row['mean_max_coverage']:8.3f} {row['success_rate']:8.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
