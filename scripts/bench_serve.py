@@ -3,17 +3,22 @@
 Policies are built here, untrained (latency does not depend on the weights), low-dim Push-T
 sized: state (20,), action (2,), To=2, Tp=16, Ta=8, 100 train timesteps. ``mlp`` is DPPO's
 residual MLP (512, 512, 512); ``unet`` Diffusion Policy's UNet-1D at (64, 128, 256) (4.6M
-parameters); ``flow-mlp`` the MLP as a flow policy. For each sampler and step count of
-:data:`SAMPLERS` (the many-step DDPM loop is the baseline) it reports p50/p99 latency of one
-batch-1 sample in-process (``policy.sample`` under ``inference_mode``) and through the server
-(``PolicyClient.infer`` round trip; the server is a subprocess, and ``forward`` is its own
-median inference time, so the difference is the server's overhead), both on ``--threads``
-torch threads and never at the same time. Then requests per second with 1, 4 and 16
-concurrent clients (threads, one connection each) at :data:`THROUGHPUT` steps, without and
-with batching (``--max-batch 16``), and ``health`` latency while a client keeps inference
-busy. A table goes to stdout, or one JSON document with ``--json``; progress to stderr.
+parameters); ``flow-mlp`` the MLP as a flow policy. For each backend of ``--backends`` and
+each sampler and step count of :data:`SAMPLERS` it reports p50/p99 latency of one batch-1 sample
+in-process and through the server (``PolicyClient.infer`` round trip; the server is a
+subprocess, and ``forward`` is its own median inference time, so the difference is the
+server's overhead), both on ``--threads`` threads and never at the same time. Backend
+``policy`` is the policy's own loop (``policy.sample`` under ``inference_mode``; ``robopolicy
+serve``): with DDPM over all 100 steps it is the plain many-step baseline. The others are
+:class:`robopolicy.inference.engine.InferenceEngine` backends (``onnx``: the exported denoiser
+in ONNX Runtime; ``torch``: eager with the engine's loop), served by ``robopolicy serve
+--backend``; only they have ``dpmpp``. Then requests
+per second with 1, 4 and 16 concurrent clients (threads, one connection each) at
+:data:`THROUGHPUT` steps, without and with batching (``--max-batch 16``), and ``health``
+latency while a client keeps inference busy. A table goes to stdout, or one JSON document with
+``--json``; progress to stderr.
 
-    python scripts/bench_serve.py [--policies mlp unet] [--threads 2] [--json]
+    python scripts/bench_serve.py [--policies mlp unet] [--backends policy onnx] [--json]
 """
 
 from __future__ import annotations
@@ -21,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +38,8 @@ import numpy as np
 import torch
 
 from robopolicy.data.normalize import Normalizer
+from robopolicy.inference.engine import EngineConfig, InferenceEngine
+from robopolicy.inference.serving import ServerProcess
 from robopolicy.models.mlp import MLPDenoiserConfig
 from robopolicy.models.unet1d import UNet1DConfig
 from robopolicy.policies import Policy, save_policy
@@ -50,15 +55,12 @@ POLICIES: dict[str, tuple[type, type, Any]] = {
     "flow-mlp": (FlowPolicy, FlowConfig, MLPDenoiserConfig(hidden_dims=(512,) * 3)),
 }
 SAMPLERS = {  # policy class -> (sampler, step counts); the first entry is the baseline
-    DiffusionPolicy: [("ddpm", (100,)), ("ddim", (16, 8, 4))],
-    FlowPolicy: [("euler", (100, 16, 8, 4)), ("midpoint", (4,))],
+    DiffusionPolicy: [("ddpm", (100,)), ("ddim", (16, 8, 4, 1)), ("dpmpp", (8, 4, 2))],
+    FlowPolicy: [("euler", (100, 16, 8, 4, 1)), ("midpoint", (4,))],
 }
+OWN_SAMPLERS = ("ddpm", "ddim", "euler", "midpoint")  # what the policy backend can run
 THROUGHPUT = {DiffusionPolicy: ("ddim", 8), FlowPolicy: ("euler", 8)}
 CLIENTS = (1, 4, 16)
-LAUNCH = (  # `robopolicy serve`, also where installed entry points predate it
-    "import sys, robopolicy.serve.commands; from robopolicy.cli import main; "
-    "sys.exit(main(sys.argv[1:]))"
-)
 
 
 def build(name: str) -> Policy:
@@ -90,27 +92,6 @@ def stats(times: list[float]) -> dict[str, float]:
         "p99_ms": float(np.percentile(times, 99)),
         "n": len(times),
     }
-
-
-class Server:
-    """``robopolicy serve CKPT ...`` as a subprocess, stopped on exit."""
-
-    def __init__(self, checkpoint: Path, *args: str) -> None:
-        command = [sys.executable, "-c", LAUNCH, "serve", str(checkpoint), "--port", "0", *args]
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 120)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line:
-            self.proc.kill()
-            raise RuntimeError("the server did not start")
-        self.port = json.loads(line)["port"]
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
 
 
 def throughput(port: int, clients: int, obs: dict[str, np.ndarray], seconds: float) -> dict:
@@ -165,68 +146,88 @@ def bench(name: str, args: argparse.Namespace, workdir: Path) -> list[dict[str, 
     checkpoint = save_policy(policy, workdir / name)
     obs_np = {"state": np.random.default_rng(1).normal(size=(1, 2, 20)).astype(np.float32)}
     obs = {k: torch.from_numpy(v) for k, v in obs_np.items()}
-    threads = ["--threads", str(args.threads)]
     rows: list[dict[str, Any]] = []
-    for sampler, step_counts in SAMPLERS[type(policy)]:
-        for steps in step_counts:
-            policy.set_sampler(sampler, steps=steps)
-            with torch.inference_mode():
-                local = timed(lambda: policy.sample(obs), args.repeats, args.budget)
-            row = {"policy": name, "params": params, "sampler": sampler, "steps": steps}
-            rows.append({**row, "path": "in-process", **stats(local)})
-            print(f"  {name} {sampler} {steps}: in-process done", file=sys.stderr)
-        with Server(checkpoint, *threads, "--sampler", sampler) as server:
-            client = PolicyClient(port=server.port)
+    for backend in args.backends:
+        for sampler, step_counts in SAMPLERS[type(policy)]:
+            if backend == "policy" and sampler not in OWN_SAMPLERS:
+                continue
+            base = {"policy": name, "params": params, "backend": backend, "sampler": sampler}
+            sample = local_sampler(policy, backend, sampler, args.threads)
             for steps in step_counts:
-                forward: list[float] = []
+                with torch.inference_mode():
+                    local = timed(
+                        lambda f=sample, k=steps: f(obs, steps=k), args.repeats, args.budget
+                    )
+                rows.append({**base, "steps": steps, "path": "in-process", **stats(local)})
+            torch.set_num_threads(args.threads)
+            print(f"  {name} {backend} {sampler}: in-process done", file=sys.stderr)
+            options = {"backend": backend, "threads": args.threads, "sampler": sampler}
+            with ServerProcess(checkpoint, **options) as server:
+                client = PolicyClient(port=server.port)
+                for steps in step_counts:
+                    forward: list[float] = []
 
-                def ask(c: PolicyClient = client, k: int = steps, out: list = forward) -> None:
-                    out.append(c.infer(obs_np, steps=k, timeout_s=60)[1]["timing"]["inference_ms"])
+                    def ask(c: PolicyClient = client, k: int = steps, out: list = forward) -> None:
+                        reply = c.infer(obs_np, steps=k, timeout_s=60)
+                        out.append(reply[1]["timing"]["inference_ms"])
 
-                remote = timed(ask, args.repeats, args.budget)
-                row = {"policy": name, "params": params, "sampler": sampler, "steps": steps}
-                inner = float(np.median(forward))
-                rows.append({**row, "path": "server", **stats(remote), "server_forward_ms": inner})
-            client.close()
-        print(f"  {name} {sampler}: server done", file=sys.stderr)
-    sampler, steps = THROUGHPUT[type(policy)]
-    for max_batch in (1, 16):
-        extra = ["--sampler", sampler, "--steps", str(steps), "--max-batch", str(max_batch)]
-        with Server(checkpoint, *threads, *extra) as server:
-            for clients in CLIENTS:
-                figures = throughput(server.port, clients, obs_np, args.seconds)
-                row = {"policy": name, "sampler": sampler, "steps": steps, "clients": clients}
-                rows.append({**row, "path": "throughput", "max_batch": max_batch, **figures})
-            if max_batch == 1:
-                health = health_under_load(server.port, obs_np, args.repeats)
-                rows.append({"policy": name, "path": "health", "sampler": sampler, **health})
-        print(f"  {name} throughput max_batch {max_batch} done", file=sys.stderr)
+                    remote = timed(ask, args.repeats, args.budget)
+                    inner = {"server_forward_ms": float(np.median(forward))}
+                    rows.append(
+                        {**base, "steps": steps, "path": "server", **stats(remote), **inner}
+                    )
+                client.close()
+            print(f"  {name} {backend} {sampler}: server done", file=sys.stderr)
+        sampler, steps = THROUGHPUT[type(policy)]
+        for max_batch in (1, 16):
+            options = {"backend": backend, "threads": args.threads, "sampler": sampler}
+            options |= {"steps": steps, "max_batch": max_batch}
+            with ServerProcess(checkpoint, **options) as server:
+                for clients in CLIENTS:
+                    figures = throughput(server.port, clients, obs_np, args.seconds)
+                    row = {"policy": name, "backend": backend, "sampler": sampler, "steps": steps}
+                    row |= {"clients": clients, "path": "throughput", "max_batch": max_batch}
+                    rows.append({**row, **figures})
+                if max_batch == 1:
+                    health = health_under_load(server.port, obs_np, args.repeats)
+                    row = {"policy": name, "backend": backend, "path": "health", "sampler": sampler}
+                    rows.append({**row, **health})
+            print(f"  {name} {backend} throughput max_batch {max_batch} done", file=sys.stderr)
     return rows
 
 
+def local_sampler(policy: Policy, backend: str, sampler: str, threads: int) -> Any:
+    """``sample(obs, steps=k)`` in-process: the policy's own loop, or an inference engine."""
+    if backend == "policy":
+        policy.set_sampler(sampler)
+        return policy.sample
+    return InferenceEngine(policy, EngineConfig(sampler, backend=backend, threads=threads)).sample
+
+
 def print_table(rows: list[dict[str, Any]], setup: dict[str, Any]) -> None:
-    print(f"{'policy':9} {'params':>7} {'sampler':9} {'k':>4} {'path':10} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'forward':>8}")  # fmt: skip
+    print(f"{'policy':9} {'params':>7} {'backend':7} {'sampler':9} {'k':>4} {'path':10} "
+          f"{'p50 ms':>8} {'p99 ms':>8} {'forward':>8}")  # fmt: skip
     for r in rows:
         if r["path"] in ("in-process", "server"):
             params = f"{r['params'] / 1e6:.2f}M"
             forward = f"{r['server_forward_ms']:8.2f}" if "server_forward_ms" in r else ""
             print(
-                f"{r['policy']:9} {params:>7} {r['sampler']:9} {r['steps']:>4} {r['path']:10} "
-                f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {forward}"
+                f"{r['policy']:9} {params:>7} {r['backend']:7} {r['sampler']:9} {r['steps']:>4} "
+                f"{r['path']:10} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {forward}"
             )
-    print(f"\n{'policy':9} {'sampler':9} {'k':>4} {'batch':>5} {'clients':>7} {'req/s':>8} "
-          f"{'p50 ms':>8} {'p99 ms':>8}")  # fmt: skip
+    print(f"\n{'policy':9} {'backend':7} {'sampler':9} {'k':>4} {'batch':>5} {'clients':>7} "
+          f"{'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")  # fmt: skip
     for r in rows:
         if r["path"] == "throughput":
             print(
-                f"{r['policy']:9} {r['sampler']:9} {r['steps']:>4} {r['max_batch']:>5} "
-                f"{r['clients']:>7} {r['req_per_s']:>8.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}"
+                f"{r['policy']:9} {r['backend']:7} {r['sampler']:9} {r['steps']:>4} "
+                f"{r['max_batch']:>5} {r['clients']:>7} {r['req_per_s']:>8.1f} "
+                f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}"
             )
     for r in rows:
         if r["path"] == "health":
             print(
-                f"health while {r['policy']} infers back to back: "
+                f"health while {r['policy']} ({r['backend']}) infers back to back: "
                 f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms"
             )
     print(f"({', '.join(f'{k}={v}' for k, v in setup.items())})")
@@ -236,6 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policies", nargs="+", default=["mlp", "unet"], choices=POLICIES)
     parser.add_argument("--threads", type=int, default=2, help="torch threads, both sides")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["policy", "onnx"],
+        choices=["policy", "torch", "onnx"],
+        help="policy: the policy's own loop and robopolicy serve; else the inference engine",
+    )
     parser.add_argument("--repeats", type=int, default=100, help="timed calls per latency row")
     parser.add_argument("--budget", type=float, default=4.0, help="seconds per latency row")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per throughput row")

@@ -218,6 +218,11 @@ def quickstart_command(args: argparse.Namespace) -> int:
     print(f"report: {result['report']}")
     for kind, figures in result["policies"].items():
         print(f"{kind}: {describe(figures)}")
+    serving = result["serving"]
+    print(
+        f"served {serving['policy']} ({serving['sampler']}, {serving['steps']} steps, "
+        f"{serving['backend']}): p50 {serving['p50_ms']:.2f} ms, p99 {serving['p99_ms']:.2f} ms"
+    )
     print(
         f"experts on the same seeds: imperfect {result['expert']['imperfect']:.1%}, "
         f"clean {result['expert']['clean']:.1%}; total {result['seconds']:.0f} s"

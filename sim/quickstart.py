@@ -8,7 +8,10 @@ Stages, each resumable (run it again with the same ``--out`` and it continues wh
 3. for each policy type (flow matching, diffusion): train with the ``arm-push`` preset into
    ``<out>/<type>/`` (checkpoints, curves), then evaluate its final EMA weights on the same seeds
    with videos of the first episodes (``<out>/<type>/eval.json``, ``<out>/<type>/videos/``);
-4. write ``<out>/report.md``, ``<out>/curves.png`` and ``<out>/quickstart.json``.
+4. serve the best policy with ``robopolicy serve --backend auto`` on loopback and measure
+   the latency of batch-1 requests through the client (:mod:`sim.quickstart_serve`,
+   ``<out>/serving.json``);
+5. write ``<out>/report.md``, ``<out>/curves.png`` and ``<out>/quickstart.json``.
 
 Progress goes to stderr throughout (a line per stage, tqdm bars inside stages).
 """
@@ -50,6 +53,8 @@ class QuickstartConfig:
     """Videos of the first evaluation episodes, per policy."""
     render_size: tuple[int, int] | None = None
     """(height, width) of the videos (None: the task's default, 240x320)."""
+    serve_requests: int = 200
+    """Timed ``infer`` requests to the served best policy (the latency figures)."""
 
     @classmethod
     def tiny(cls) -> QuickstartConfig:
@@ -63,6 +68,7 @@ class QuickstartConfig:
             num_envs=2,
             videos=1,
             render_size=(48, 64),
+            serve_requests=20,
         )
 
 
@@ -72,7 +78,7 @@ def quickstart(out: Path, config: QuickstartConfig = QuickstartConfig()) -> dict
 
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    stages = 2 + len(config.policies) + 1
+    stages = 2 + len(config.policies) + 2
     _stage(1, stages, f"collecting {config.demos} imperfect scripted demonstrations")
     demos = collect(CollectConfig(TASK, out / "demos.zarr", episodes=config.demos, seed=0))
     _stage(2, stages, f"scripted expert on the {config.eval_episodes} evaluation seeds")
@@ -81,14 +87,20 @@ def quickstart(out: Path, config: QuickstartConfig = QuickstartConfig()) -> dict
     for i, kind in enumerate(config.policies):
         _stage(3 + i, stages, f"{kind} policy: train, then evaluate")
         policies[kind] = _train_and_evaluate(out, kind, config)
-    _stage(stages, stages, "report")
     best = max(policies, key=lambda k: policies[k]["success_rate"])
+    _stage(stages - 1, stages, f"serving the {best} policy on loopback: latency")
+    from sim.quickstart_serve import serve_stage
+
+    chosen = {"bc_policy": best, "policies": policies}
+    serving = serve_stage(out, chosen, requests=config.serve_requests)
+    _stage(stages, stages, "report")
     result = {
         "task": TASK,
         "bc_success": policies[best]["success_rate"],
         "bc_policy": best,
         **{f"{k}_success": f["success_rate"] for k, f in policies.items()},
         "policies": policies,
+        "serving": serving,
         "expert": expert,
         "demos": demos.as_dict(),
         "report": str(out / "report.md"),

@@ -50,6 +50,8 @@ def write_report(path: Path, result: dict[str, Any], config: Any) -> None:
         "fine-tuning is for. Total time: "
         f"{result['seconds']:.0f} s (this run; a resumed run counts only its own part).",
         "",
+        _serving_line(result["serving"]),
+        "",
         "![training curves](curves.png)",
         "",
         "## Files",
@@ -69,3 +71,13 @@ def write_report(path: Path, result: dict[str, Any], config: Any) -> None:
         "",
     ]
     atomic_write_bytes(path, "\n".join(lines).encode("utf-8"))
+
+
+def _serving_line(f: dict[str, Any]) -> str:
+    """The serving stage's latency (see :mod:`sim.quickstart_serve`)."""
+    return (
+        f"Served on 127.0.0.1 (`robopolicy serve --backend auto`), the {f['policy']} policy "
+        f"({f['sampler']}, {f['steps']} steps, {f['backend']} backend) answers a batch-1 request "
+        f"in {f['p50_ms']:.2f} ms (p50; p99 {f['p99_ms']:.2f} ms) through the client, of which "
+        f"inference takes {f['server_inference_p50_ms']:.2f} ms ({f['requests']} requests)."
+    )

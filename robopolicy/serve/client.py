@@ -95,12 +95,15 @@ class PolicyClient:
         timeout_s: float,
         noise: np.ndarray | None = None,
         steps: int | None = None,
+        prefix: np.ndarray | None = None,
+        frozen: int | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Actions (B, Tp, Da) for ``obs`` (each (B, To, ...); ``"timestamp"`` (B, To) optional)
         and an info dict: ``id``, ``timing`` (server ``queue_ms``, ``inference_ms``, ``batch``),
         ``start`` (index of the first action to execute), ``period``, ``due`` (B,) when obs had
-        timestamps, ``round_trip_ms``. Raises ``TimeoutError``, :class:`ServerError`,
-        ``ConnectionError``."""
+        timestamps, ``round_trip_ms``. ``prefix`` (B, L, Da) and ``frozen``: real-time chunking,
+        where metadata says ``inpaint`` (``protocol.md``). Raises ``TimeoutError``,
+        :class:`ServerError`, ``ConnectionError``."""
         message: dict[str, Any] = {
             "type": "infer",
             "obs": {str(k): np.asarray(v) for k, v in obs.items()},
@@ -109,6 +112,10 @@ class PolicyClient:
             message["noise"] = np.asarray(noise)
         if steps is not None:
             message["steps"] = int(steps)
+        if prefix is not None:
+            message["prefix"] = np.asarray(prefix)
+        if frozen is not None:
+            message["frozen"] = int(frozen)
         reply = self._call(message, timeout_s)
         actions = reply.pop("actions", None)
         if not isinstance(actions, np.ndarray) or actions.ndim != 3:

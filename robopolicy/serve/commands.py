@@ -29,15 +29,22 @@ TOKEN_ENV = "ROBOPOLICY_SERVE_TOKEN"
         arg("--threads", type=int, default=None, help="torch threads for inference"),
         arg("--max-batch", type=int, default=1, help="samples stacked per forward pass"),
         arg("--batch-wait-ms", type=float, default=0.0, help="extra wait for requests to stack"),
-        arg("--sampler", default=None, help="the policy's sampler (e.g. ddim, euler)"),
+        arg(
+            "--backend",
+            default="policy",
+            help="policy: the policy's own sample(); auto, torch, onnx or cuda-graph: the "
+            "inference engine (robopolicy.inference), auto picking the fastest",
+        ),
+        arg("--sampler", default=None, help="ddpm, ddim, dpmpp (engine only); euler, midpoint"),
         arg("--steps", type=int, default=None, help="denoising steps per sample"),
         arg("--fps", type=float, default=None, help="control rate, when the card lacks it"),
         arg("--delay-ms", type=float, default=0.0, help="fault injection: sleep per inference"),
     ),
 )
 def serve(args: argparse.Namespace) -> int:
+    from robopolicy.inference.serving import load_engine
     from robopolicy.serve.config import ServerConfig
-    from robopolicy.serve.engine import Engine, PolicyEngine, SlowEngine
+    from robopolicy.serve.engine import Engine, SlowEngine
     from robopolicy.serve.server import PolicyServer
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
@@ -54,19 +61,18 @@ def serve(args: argparse.Namespace) -> int:
     if args.delay_ms < 0:
         raise RobopolicyError("--delay-ms must be >= 0")
     try:
-        policy_engine = PolicyEngine.from_checkpoint(
-            args.checkpoint, threads=args.threads, fps=args.fps
+        engine: Engine = load_engine(
+            args.checkpoint,
+            backend=args.backend,
+            sampler=args.sampler,
+            steps=args.steps,
+            threads=args.threads,
+            fps=args.fps,
         )
-        if args.sampler is not None or args.steps is not None:
-            set_sampler = getattr(policy_engine.policy, "set_sampler", None)
-            if set_sampler is None:
-                raise RobopolicyError("this policy has no sampler to choose")
-            set_sampler(args.sampler, steps=args.steps)
     except ValueError as exc:
         raise RobopolicyError(str(exc)) from None
-    engine: Engine = policy_engine
     if args.delay_ms > 0:
-        engine = SlowEngine(policy_engine, args.delay_ms / 1e3)
+        engine = SlowEngine(engine, args.delay_ms / 1e3)
     server = PolicyServer(engine, config)
 
     def ready(host: str, port: int) -> None:

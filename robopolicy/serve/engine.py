@@ -23,7 +23,9 @@ MAX_FLOW_STEPS = 1000
 
 
 class Engine(Protocol):
-    """What the server needs from an inference engine."""
+    """What the server needs from an inference engine. One whose metadata says ``inpaint``
+    also has ``run_with_prefix(obs, noise, steps, prefix, frozen)`` (real-time chunking:
+    :class:`robopolicy.inference.engine.InferenceEngine`)."""
 
     def metadata(self) -> dict[str, Any]:
         """The ``metadata`` reply body: policy type, To/Tp/Ta, obs spec, action dim, fps, ..."""
@@ -85,6 +87,7 @@ class PolicyEngine:
             "sampler": getattr(c, "sampler", None),
             "steps": steps,
             "max_steps": getattr(c, "num_train_timesteps", None) or MAX_FLOW_STEPS,
+            "inpaint": False,
         }
 
     def run(
@@ -112,3 +115,7 @@ class SlowEngine:
     ) -> np.ndarray:
         time.sleep(self.delay_s)
         return self.inner.run(obs, noise, steps)
+
+    def run_with_prefix(self, *args: Any) -> np.ndarray:
+        time.sleep(self.delay_s)
+        return self.inner.run_with_prefix(*args)  # type: ignore[attr-defined]

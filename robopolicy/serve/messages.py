@@ -17,7 +17,7 @@ import numpy as np
 PROTOCOL_VERSION = 1
 REQUEST_TYPES = ("infer", "health", "metadata")
 ENVELOPE = {"type", "id", "timeout_ms", "token"}
-INFER_FIELDS = {"obs", "noise", "steps"}
+INFER_FIELDS = {"obs", "noise", "steps", "prefix", "frozen"}
 TIMESTAMP_KEY = "timestamp"
 MAX_ID = 2**63 - 1
 FLOAT_DTYPES = ("float16", "float32", "float64")
@@ -66,11 +66,16 @@ class InferInput:
     """(B, To) float64 sensing times on the client's clock, or None."""
     batch: int
     """B."""
+    prefix: np.ndarray | None = None
+    """(B, L, Da) float32 raw-unit actions the chunk must begin with (real-time chunking)."""
+    frozen: int | None = None
+    """How many of the prefix's actions are committed; None: all L."""
 
     def group_key(self) -> tuple:
         """Requests with equal keys can be stacked into one forward pass."""
         shapes = tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(self.obs.items()))
-        return shapes, self.noise is None, self.steps
+        held = None if self.prefix is None else (self.prefix.shape[1], self.frozen)
+        return shapes, self.noise is None, self.steps, held
 
 
 def error_reply(request_id: int | None, code: str, message: str) -> dict[str, Any]:
@@ -152,7 +157,24 @@ def parse_infer(
     steps = message.get("steps")
     if steps is not None and (type(steps) is not int or not 1 <= steps <= metadata["max_steps"]):
         raise fail(INVALID_INPUT, f"steps must be an int in [1, {metadata['max_steps']}]")
-    return InferInput(arrays, noise, steps, timestamp, batch)
+    prefix, frozen = message.get("prefix"), message.get("frozen")
+    if prefix is not None:
+        if not metadata.get("inpaint"):
+            raise fail(INVALID_INPUT, "this server cannot hold a prefix (serve --backend auto)")
+        prefix = _array(prefix, "prefix", "float32", fail)
+        horizon, action_dim = metadata["horizon"], metadata["action_dim"]
+        shape = list(prefix.shape)
+        if len(shape) != 3 or shape[::2] != [batch, action_dim] or not 1 <= shape[1] <= horizon:
+            raise fail(
+                INVALID_INPUT,
+                f"prefix has shape {shape}, want [{batch}, 1..{horizon}, {action_dim}]",
+            )
+    if frozen is not None:
+        if prefix is None:
+            raise fail(BAD_REQUEST, "field 'frozen' needs 'prefix'")
+        if type(frozen) is not int or not 0 <= frozen <= prefix.shape[1]:
+            raise fail(INVALID_INPUT, f"frozen must be an int in [0, {prefix.shape[1]}]")
+    return InferInput(arrays, noise, steps, timestamp, batch, prefix, frozen)
 
 
 def _array(value: Any, name: str, dtype: str, fail: Any) -> np.ndarray:

@@ -133,8 +133,14 @@ class InferenceWorker:
         if inputs[0].noise is not None:
             noise = np.concatenate([i.noise for i in inputs if i.noise is not None])
         total = sum(i.batch for i in inputs)
+        steps, frozen = inputs[0].steps, inputs[0].frozen  # shared: equal group keys
         try:
-            actions = self.engine.run(obs, noise, inputs[0].steps)
+            if inputs[0].prefix is None:
+                actions = self.engine.run(obs, noise, steps)
+            else:  # parse_infer takes a prefix only where metadata says "inpaint"
+                prefix = np.concatenate([i.prefix for i in inputs if i.prefix is not None])
+                inpaint = self.engine.run_with_prefix  # type: ignore[attr-defined]
+                actions = inpaint(obs, noise, steps, prefix, frozen)
             if actions.shape != (total, *self.chunk) or not np.isfinite(actions).all():
                 raise ValueError(f"bad actions from the engine: {actions.shape} or non-finite")
         except Exception as exc:  # log it here; the client learns only the kind of failure

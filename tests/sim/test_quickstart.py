@@ -48,6 +48,10 @@ def test_tiny_quickstart_writes_report_figures_and_checkpoints(tiny_run):
     assert set(result["expert"]) == {"imperfect", "clean"}
     report = (out / "report.md").read_text()
     assert "| flow |" in report and "| diffusion |" in report and "curves.png" in report
+    serving = result["serving"]  # the last stage served the best policy on loopback
+    assert serving["policy"] == result["bc_policy"] and serving["requests"] == 20
+    assert 0 < serving["server_inference_p50_ms"] <= serving["p50_ms"] <= serving["p99_ms"]
+    assert "Served on 127.0.0.1" in report
     assert (out / "curves.png").stat().st_size > 0
     assert json.loads((out / "quickstart.json").read_text())["bc_success"] == result["bc_success"]
 

@@ -1,0 +1,36 @@
+"""Inference: samplers, warm start, real-time chunking, distillation, the inference engine and
+client-side action scheduling.
+
+``robopolicy.inference.schedule`` imports numpy only (it runs beside the torch-free serving
+client); everything else loads torch, so names here load on first use.
+
+    from robopolicy.inference import load_for_inference
+    engine = load_for_inference("ckpt", sampler="dpmpp", steps=8)     # backend "auto"
+    actions = engine.sample({"state": state})                          # (B, Tp, Da) raw units
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_NAMES = {
+    "ActionChunk": "robopolicy.inference.schedule",
+    "ActionScheduler": "robopolicy.inference.schedule",
+    "DistillConfig": "robopolicy.inference.distill",
+    "EngineConfig": "robopolicy.inference.engine",
+    "InferenceEngine": "robopolicy.inference.engine",
+    "SAMPLERS": "robopolicy.inference.samplers",
+    "WarmStart": "robopolicy.inference.warm_start",
+    "distill": "robopolicy.inference.distill",
+    "load_for_inference": "robopolicy.inference.engine",
+    "register_sampler": "robopolicy.inference.samplers",
+    "sample_with_prefix": "robopolicy.inference.inpaint",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module 'robopolicy.inference' has no attribute {name!r}")
+    return getattr(importlib.import_module(_NAMES[name]), name)

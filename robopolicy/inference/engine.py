@@ -1,0 +1,292 @@
+"""The inference engine: a policy, a chosen sampler and a fast denoiser backend.
+
+Shapes (``../shared/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Da action
+size, Dc conditioning size, k sampler steps.
+
+:class:`InferenceEngine` behaves as a policy where one is expected (``sample(obs, *, noise=None,
+steps=None) -> (B, Tp, Da)`` raw-unit torch tensor, ``reset()``, ``config``; so
+``sim.evaluate.evaluate_policy`` runs it) and as the server's engine (``metadata()``,
+``run(obs, noise, steps) -> np.ndarray`` and, for real-time chunking, ``run_with_prefix``;
+:class:`robopolicy.serve.engine.Engine`). Per sample: the observation is checked and encoded
+once in eager torch (``torch.inference_mode``), then the
+sampler loop (:mod:`robopolicy.inference.samplers`) calls the backend's denoiser k times
+(:mod:`robopolicy.inference.backends`): torch tensors for the torch and CUDA-graph backends,
+numpy arrays for ONNX Runtime. Given ``noise`` a stochastic sampler runs its deterministic twin
+(``ddpm`` -> ``ddim``; ``ddim`` with eta > 0 -> eta 0), so sampling from given noise is
+deterministic, as DESIGN asks.
+
+``backend="auto"`` picks CUDA graphs on a GPU; on the CPU it times the exported ONNX graph
+against eager torch at batch 1 and keeps the graph only where it is measurably faster
+(``EngineConfig.auto_margin``).
+
+    engine = load_for_inference("ckpt", sampler="dpmpp", steps=8)   # backend auto
+    actions = engine.sample({"state": state})                       # (B, Tp, Da)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from robopolicy.inference.backends import choose_backend, get_backend
+from robopolicy.inference.processes import process_of
+from robopolicy.inference.samplers import Array, Hook, SamplerSpec, get_sampler
+from robopolicy.policies.base import Policy
+
+
+@dataclasses.dataclass
+class EngineConfig:
+    """How an :class:`InferenceEngine` samples."""
+
+    sampler: str | None = None
+    """A registered sampler of the policy's family (``ddpm``, ``ddim``, ``dpmpp``; ``euler``,
+    ``midpoint``); None: the policy's configured one."""
+    steps: int | None = None
+    """k, steps per sample; None: the policy's configured count."""
+    backend: str = "auto"
+    """Where the denoiser runs: ``auto`` or a registered backend (``torch``, ``onnx``,
+    ``cuda-graph``; module docstring)."""
+    threads: int | None = None
+    """Threads for the CPU backends: torch's intra-op threads (process-wide) when given, and
+    ONNX Runtime's pool (default: the cores this process may use)."""
+    eta: float | None = None
+    """DDIM's noise scale for samples without given noise (0 deterministic, 1 DDPM's
+    variance); None: the policy config's ``eta`` where it has one. Only ``ddim`` takes it."""
+    seed: int | None = None
+    """Seed of the noise of samples without given noise; None: unseeded."""
+    auto_margin: float = 0.9
+    """``auto`` keeps the ONNX graph when its median call takes < this times eager's."""
+
+    def __post_init__(self) -> None:
+        if self.backend != "auto":
+            get_backend(self.backend)  # a ValueError names the known ones
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.eta is not None and not 0 <= self.eta < math.inf:
+            raise ValueError(f"eta must be a finite number >= 0, got {self.eta}")
+        if not 0 < self.auto_margin <= 1:
+            raise ValueError(f"auto_margin must be in (0, 1], got {self.auto_margin}")
+
+
+class InferenceEngine:
+    """A policy sampled by a registered sampler on a chosen backend (module docstring)."""
+
+    training = False
+
+    def __init__(
+        self,
+        policy: Policy,
+        config: EngineConfig | None = None,
+        *,
+        fps: float | None = None,
+        name: str = "",
+    ) -> None:
+        self.engine_config = config = config or EngineConfig()
+        self.policy = policy.eval()
+        self.process = process_of(policy)
+        c = policy.config
+        self.spec: SamplerSpec = get_sampler(config.sampler or c.sampler, self.process.family)
+        self.steps = config.steps or getattr(c, "inference_steps", None) or c.num_inference_steps
+        self.spec.grid(self.process, self.steps)  # validates steps
+        eta = config.eta if config.eta is not None else getattr(c, "eta", 0.0)
+        if config.eta is not None and "eta" not in self.spec.options:
+            raise ValueError(f"sampler {self.spec.name!r} takes no eta (ddim does)")
+        self.options = {"eta": eta} if "eta" in self.spec.options else {}
+        self.fps, self.name = fps, name
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        self.device = policy.device
+        self.net, self.backend = choose_backend(
+            policy, config.backend, threads=config.threads, margin=config.auto_margin
+        )
+        self._torch_gen = torch.Generator(self.device)
+        self._np_gen = np.random.default_rng(config.seed)
+        if config.seed is None:
+            self._torch_gen.seed()  # a fresh seed: torch's default one is fixed
+        else:
+            self._torch_gen.manual_seed(config.seed)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        config: EngineConfig | None = None,
+        *,
+        device: str = "cpu",
+        fps: float | None = None,
+    ) -> InferenceEngine:
+        """Load checkpoint ``path``; its ``card.json`` may give ``fps``."""
+        from robopolicy.policies.checkpoint import load_policy, read_card
+
+        fps = fps or read_card(path).get("fps")
+        return cls(load_policy(path, device=device), config, fps=fps, name=Path(path).name)
+
+    # ------------------------------------------------------------------ building blocks
+
+    @property
+    def config(self) -> Any:
+        """The policy's config (To, Tp, Ta, shapes...), as a policy's ``config``."""
+        return self.policy.config
+
+    @property
+    def net_evals(self) -> int:
+        """Network evaluations so far."""
+        return self.net.calls
+
+    def encode(self, obs: Mapping[str, Any]) -> Array:
+        """(B, Dc) conditioning of raw-unit ``obs`` (torch tensors or numpy arrays), checked
+        against the config, in the backend's array type."""
+        tensors = {k: torch.as_tensor(v).to(self.device) for k, v in obs.items()}
+        with torch.inference_mode():
+            return self.to_backend(self.policy.encode(tensors).float())
+
+    def to_backend(self, x: Tensor) -> Array:
+        return x.cpu().numpy() if self.net.xp == "numpy" else x
+
+    def to_torch(self, x: Array) -> Tensor:
+        return torch.from_numpy(np.asarray(x)) if self.net.xp == "numpy" else x
+
+    def randn(self, shape: tuple[int, ...]) -> Array:
+        """Standard-normal noise of ``shape`` in the backend's array type."""
+        if self.net.xp == "numpy":
+            return self._np_gen.standard_normal(shape, dtype=np.float32)
+        return torch.randn(shape, generator=self._torch_gen, device=self.device)
+
+    def levels(self, steps: int | None = None, *, deterministic: bool = False) -> list[float]:
+        """The grid of noise levels a k-step sample walks (k + 1 levels, noisiest first)."""
+        return self._spec(deterministic).grid(self.process, steps or self.steps)
+
+    def denoise(
+        self,
+        cond: Array,
+        x: Array,
+        *,
+        steps: int | None = None,
+        start: int = 0,
+        hook: Hook | None = None,
+        deterministic: bool = False,
+    ) -> Array:
+        """Run steps ``start..k-1`` of the k-step grid from ``x`` (B, Tp, Da, normalized) at
+        level ``levels(k)[start]`` to the clean chunk; ``start > 0`` is a warm start."""
+        spec = self._spec(deterministic)
+        grid = spec.grid(self.process, steps or self.steps)
+        if not 0 <= start < len(grid) - 1:
+            raise ValueError(f"start must be in [0, {len(grid) - 2}], got {start}")
+        options = {} if deterministic else self.options
+
+        def draw() -> Array:
+            return self.randn(tuple(x.shape))
+
+        with torch.inference_mode():
+            return spec.run(
+                self.process, self.net, x, cond, grid[start:], draw=draw, hook=hook, **options
+            )
+
+    def _spec(self, deterministic: bool) -> SamplerSpec:
+        """The sampler to run; ``deterministic``: its deterministic twin, with default options."""
+        if deterministic and self.spec.deterministic:
+            return get_sampler(self.spec.deterministic)
+        return self.spec
+
+    # ------------------------------------------------------------------ the policy interface
+
+    def sample(
+        self, obs: Mapping[str, Any], *, noise: Any = None, steps: int | None = None
+    ) -> Tensor:
+        """(B, Tp, Da) raw-unit actions; deterministic when ``noise`` (B, Tp, Da) is given."""
+        cond = self.encode(obs)
+        batch = cond.shape[0]
+        if noise is None:
+            x = self.randn((batch, self.config.horizon, self.config.action_dim))
+        else:
+            noise = torch.as_tensor(noise, dtype=torch.float32)
+            self.policy.check_noise(noise, batch)
+            x = self.to_backend(noise.to(self.device))
+        x = self.denoise(cond, x, steps=steps, deterministic=noise is not None)
+        return self.unnormalize(x)
+
+    def unnormalize(self, x: Array) -> Tensor:
+        """Raw-unit actions (torch) from a normalized chunk in the backend's array type."""
+        with torch.inference_mode():
+            return self.policy.normalizer.unnormalize(self.to_torch(x).to(self.device), "action")
+
+    def normalize(self, actions: Any) -> Array:
+        """A raw-unit chunk (B, T, Da) as normalized actions in the backend's array type."""
+        actions = torch.as_tensor(actions, dtype=torch.float32).to(self.device)
+        with torch.inference_mode():
+            return self.to_backend(self.policy.normalizer.normalize(actions, "action").float())
+
+    def reset(self) -> None:
+        """Stateless: nothing to forget (warm start wraps this engine and keeps state)."""
+
+    def eval(self) -> InferenceEngine:
+        return self
+
+    def train(self, mode: bool = True) -> InferenceEngine:
+        return self
+
+    # ------------------------------------------------------------------ the server's engine
+
+    def metadata(self) -> dict[str, Any]:
+        """The server's ``metadata`` reply, with this engine's sampler, steps and backend."""
+        from robopolicy.serve.engine import MAX_FLOW_STEPS, PolicyEngine
+
+        meta = PolicyEngine(self.policy, fps=self.fps, name=self.name).metadata()
+        max_steps = getattr(self.process, "num_train_timesteps", MAX_FLOW_STEPS)
+        return meta | {
+            "sampler": self.spec.name,
+            "steps": self.steps,
+            "max_steps": max_steps,
+            "backend": self.backend,
+            "inpaint": True,
+        }
+
+    def run(
+        self, obs: dict[str, np.ndarray], noise: np.ndarray | None, steps: int | None
+    ) -> np.ndarray:
+        """(B, Tp, Da) float32 raw-unit actions for checked numpy ``obs``."""
+        with torch.inference_mode():
+            return self.sample(obs, noise=noise, steps=steps).cpu().numpy().astype(np.float32)
+
+    def run_with_prefix(
+        self,
+        obs: dict[str, np.ndarray],
+        noise: np.ndarray | None,
+        steps: int | None,
+        prefix: np.ndarray,
+        frozen: int | None,
+    ) -> np.ndarray:
+        """As :meth:`run`, the chunk beginning with ``prefix`` (B, L, Da) raw units, its first
+        ``frozen`` actions committed (real-time chunking,
+        :func:`~robopolicy.inference.inpaint.sample_with_prefix`)."""
+        from robopolicy.inference.inpaint import sample_with_prefix
+
+        with torch.inference_mode():
+            actions = sample_with_prefix(self, obs, prefix, frozen=frozen, noise=noise, steps=steps)
+            return actions.cpu().numpy().astype(np.float32)
+
+
+def load_for_inference(
+    path: str | Path,
+    sampler: str | None = None,
+    steps: int | None = None,
+    *,
+    backend: str = "auto",
+    threads: int | None = None,
+    eta: float | None = None,
+    seed: int | None = None,
+    device: str = "cpu",
+    fps: float | None = None,
+) -> InferenceEngine:
+    """Checkpoint ``path`` with the sampler chosen now: ``load_for_inference(p, "dpmpp", 8)``."""
+    config = EngineConfig(sampler, steps, backend=backend, threads=threads, eta=eta, seed=seed)
+    return InferenceEngine.from_checkpoint(path, config, device=device, fps=fps)

@@ -1,0 +1,155 @@
+"""Warm start: begin each chunk from the previous one instead of from pure noise (RTI-DP).
+
+Shapes (``../shared/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Ta executed
+steps, Da action size, k sampler steps, m warm steps.
+
+Duan, Yin and Kragic (2025, "Real-time Iteration Scheme for Diffusion Policy") carry the real-
+time-iteration idea of optimal control over to diffusion policies: consecutive chunks overlap in
+time, so the previous solution, shifted, is a good initial guess. :class:`WarmStart` wraps an
+:class:`~robopolicy.inference.engine.InferenceEngine` (STYLE habit 5: behaviour by wrapping):
+
+1. keep the last normalized chunk of every row (B, Tp, Da);
+2. on the next call, shift it by the actions executed since (``shift``, default Ta): index j
+   takes old index j + shift, and the tail repeats the last action;
+3. re-noise it to the level of step ``k - m`` of the k-step grid (diffusion: ``sqrt(abar) a +
+   sqrt(1 - abar) eps``; flow: ``t eps + (1 - t) a`` with ``t = m / k``);
+4. run only the last m steps. Cost: m instead of k network evaluations per chunk.
+
+Rows without a previous chunk start cold (all k steps); so does a row whose observation history
+is a fresh episode's padding (its To frames identical, see :func:`repeated_history`), since the
+evaluation envs reset episodes without telling the policy. ``reset()`` forgets everything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from robopolicy.inference.engine import InferenceEngine
+from robopolicy.inference.samplers import Array
+
+
+@dataclasses.dataclass
+class WarmStartConfig:
+    """How :class:`WarmStart` reuses the previous chunk."""
+
+    warm_steps: int = 2
+    """m: steps run from the re-noised previous chunk (the last m of the k-step grid)."""
+    shift: int | None = None
+    """Actions executed between two calls (the previous chunk moves by this); None: Ta."""
+    steps: int | None = None
+    """k of the grid the warm steps are taken from (also the cold-start steps); None: the
+    engine's."""
+
+    def __post_init__(self) -> None:
+        if self.warm_steps < 1:
+            raise ValueError(f"warm_steps must be >= 1, got {self.warm_steps}")
+        if self.shift is not None and self.shift < 0:
+            raise ValueError(f"shift must be >= 0, got {self.shift}")
+        if self.steps is not None and self.warm_steps > self.steps:
+            raise ValueError(f"warm_steps ({self.warm_steps}) > steps ({self.steps})")
+
+
+def repeated_history(obs: Mapping[str, Any]) -> Tensor:
+    """(B,) bool: rows whose low-dim observation history repeats one frame To times (a fresh
+    episode, as :mod:`sim.chunking` pads it). With To = 1 no row is fresh."""
+    key = next(k for k in obs if not k.startswith("image.") and k != "timestamp")
+    value = torch.as_tensor(obs[key])
+    if value.shape[1] < 2:
+        return torch.zeros(value.shape[0], dtype=torch.bool)
+    return (value == value[:, :1]).flatten(1).all(dim=1)
+
+
+class WarmStart:
+    """An engine that warm-starts every chunk from the previous one (module docstring)."""
+
+    def __init__(
+        self,
+        engine: InferenceEngine,
+        config: WarmStartConfig | None = None,
+        *,
+        episode_start: Callable[[Mapping[str, Any]], Tensor] | None = repeated_history,
+    ) -> None:
+        self.engine = engine
+        self.warm = config or WarmStartConfig()
+        self.k = self.warm.steps or engine.steps
+        if self.warm.warm_steps > self.k:
+            raise ValueError(f"warm_steps ({self.warm.warm_steps}) > steps ({self.k})")
+        self.shift = engine.config.n_action_steps if self.warm.shift is None else self.warm.shift
+        self.episode_start = episode_start
+        self._prev: Array | None = None
+
+    @property
+    def config(self) -> Any:
+        return self.engine.config
+
+    training = False
+
+    def eval(self) -> WarmStart:
+        return self
+
+    def train(self, mode: bool = True) -> WarmStart:
+        return self
+
+    def reset(self) -> None:
+        """Forget the previous chunks: the next call starts cold."""
+        self._prev = None
+
+    def sample(
+        self, obs: Mapping[str, Any], *, noise: Any = None, steps: int | None = None
+    ) -> Tensor:
+        """(B, Tp, Da) raw-unit actions. ``noise`` (B, Tp, Da), when given, is the initial noise
+        of cold rows and the re-noising noise of warm ones (deterministic); ``steps`` is
+        ignored (the grid is fixed by the config)."""
+        e = self.engine
+        cond = e.encode(obs)
+        batch = cond.shape[0]
+        shape = (batch, e.config.horizon, e.config.action_dim)
+        if noise is None:
+            eps = e.randn(shape)
+        else:
+            noise = torch.as_tensor(noise, dtype=torch.float32)
+            e.policy.check_noise(noise, batch)
+            eps = e.to_backend(noise.to(e.device))
+        deterministic = noise is not None
+        warm = self._warm_rows(obs, batch)
+        out = eps * 1.0
+        if (~warm).any():
+            cold = _index(e, ~warm)
+            out[cold] = e.denoise(cond[cold], eps[cold], steps=self.k, deterministic=deterministic)
+        if warm.any():
+            rows = _index(e, warm)
+            start = self.k - self.warm.warm_steps
+            level = e.levels(self.k, deterministic=deterministic)[start]
+            guess = e.process.renoise(shift_chunk(self._prev[rows], self.shift), eps[rows], level)
+            out[rows] = e.denoise(
+                cond[rows], guess, steps=self.k, start=start, deterministic=deterministic
+            )
+        self._prev = out
+        return e.unnormalize(out)
+
+    def _warm_rows(self, obs: Mapping[str, Any], batch: int) -> Tensor:
+        if self._prev is None or self._prev.shape[0] != batch:
+            return torch.zeros(batch, dtype=torch.bool)
+        warm = torch.ones(batch, dtype=torch.bool)
+        if self.episode_start is not None:
+            warm &= ~self.episode_start(obs).cpu()
+        return warm
+
+
+def shift_chunk(chunk: Array, shift: int) -> Array:
+    """(B, Tp, Da) -> (B, Tp, Da): index j takes ``chunk[:, j + shift]``; indices past the end
+    repeat the last action (torch or numpy)."""
+    if shift == 0:
+        return chunk * 1.0
+    horizon = chunk.shape[1]
+    index = [min(j + shift, horizon - 1) for j in range(horizon)]
+    return chunk[:, index]
+
+
+def _index(engine: InferenceEngine, mask: Tensor) -> Any:
+    return mask.numpy() if engine.net.xp == "numpy" else mask.to(engine.device)
