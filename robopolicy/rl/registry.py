@@ -40,7 +40,7 @@ class Algorithm:
 
 
 ALGORITHMS: dict[str, Algorithm] = {}
-_INFRASTRUCTURE = {"advantages", "bc", "registry", "rollout", "runs", "value"}
+_INFRASTRUCTURE = {"advantages", "bc", "offpolicy", "registry", "rollout", "runs", "value"}
 
 
 def register_algorithm(

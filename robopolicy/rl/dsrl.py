@@ -1,0 +1,695 @@
+"""DSRL: SAC in the latent-noise space of a frozen diffusion or flow policy, in one file.
+
+Wagenmaker et al., 2025, "Steering Your Diffusion Policy with Latent Space Reinforcement
+Learning" (arXiv 2506.15799; reference code ``ajwagen/dsrl`` and its Stable-Baselines3 fork).
+The base policy is never trained and is used only as ``base.sample(obs, noise=w)``, which is
+deterministic given ``w`` (DDIM with eta 0, or the flow ODE, with ``base_steps`` steps). SAC
+learns an actor that picks ``w``; the result is a ``steered`` policy checkpoint
+(:mod:`robopolicy.policies.steered`): the frozen base plus the actor, which ``load_policy`` and
+``robopolicy eval`` run like any other.
+
+Symbols (``../shared/DESIGN.md``): N envs, To observation steps, Tp predicted and Ta executed
+actions per decision, Da action size, Ds one step's low-dim observation size, F = To·Ds the
+actor's and critics' input (normalized by the base's normalizer), L = Tp·Da the flattened latent,
+b the noise bound, E critics, B the SAC batch, U updates per iteration.
+
+**The latent-action MDP.** A decision sees the To-step observation, picks ``w`` in (-b, b)^L,
+and the environment runs the first Ta actions of ``base.sample(obs, noise=w)`` (fewer if the
+episode ends). This is the paper's DSRL-SAC: the latent is the base's whole initial noise
+(Tp, Da), squashed to ``b·tanh(.)`` (DSRL's ``action_magnitude``, 1.5 on most of its tasks).
+
+**One iteration** (``decisions_per_iteration`` = T decisions in each of N envs):
+
+1. act. During the warm-up (the first ``warmup_decisions`` decisions of the run) ``w`` is
+   ``clamp(z, -b, b)`` with ``z ~ N(0, I)`` drawn from the run's seeded generator: the base
+   policy's own behaviour, clipped to the actor's range as the reference's warm-up does, so
+   every stored latent is one the actor can produce. Afterwards ``w = b·tanh(μ + σ·ε)`` from the
+   actor. The base samples under ``torch.inference_mode`` for all N envs at once;
+2. store each decision in the replay buffer (:class:`~robopolicy.rl.offpolicy.ReplayBuffer`, a
+   ring of ``buffer_size`` decisions): its features
+   x (F), latent w (L), the chunk reward ``R = Σ_{j<n} γ^j r_j`` over the n steps it executed,
+   ``done`` (the episode terminated inside it), the discount ``γ^n`` and the next features x'
+   (the next decision's observation, or the final observation at a truncation, which is
+   bootstrapped). So γ is per environment step, as everywhere in :mod:`robopolicy.rl`;
+3. once the warm-up is over, U = round(``utd_ratio`` · N · T) SAC updates, each on B decisions
+   drawn uniformly from the buffer (indices and Gaussian draws for all U at once)::
+
+       y      = R + γ^n (1 − done) (min_e Q̄_e(x', w') − α log π(w'|x')),   w' ~ π(·|x')
+       critic = ½ Σ_e mean_B (Q_e(x, w) − y)²
+       actor  = mean_B (α log π(w̃|x) − min_e Q_e(x, w̃)),   w̃ ~ π(·|x) reparameterized
+       temp   = −mean_B (log α · (log π(w̃|x) + H̄))
+
+   with the E critics (``num_critics``, LayerNorm after every hidden layer) evaluated as one
+   batched module (:class:`~robopolicy.rl.offpolicy.QEnsemble`: weights (E, in, out), one
+   ``matmul`` per layer for all of them), targets Q̄
+   Polyak-averaged with τ after every update, log π measured on ``tanh(.)`` in (-1, 1)^L (the
+   entropy target H̄ is per latent there, as in Stable-Baselines3), α = exp(log α) learned.
+   The three losses share one backward pass and one Adam step: the actor's loss reaches the
+   critics' weights only through w̃ (their ``requires_grad`` is off while it is built);
+4. log every ``log_every`` env steps; evaluate the steered policy with the actor's
+   deterministic latent ``b·tanh(μ)`` every ``eval_every`` env steps and at the end;
+   checkpoint every ``checkpoint_every`` env steps and at the end (:mod:`robopolicy.rl.runs`,
+   checkpoints named by env steps). The trainer state holds the critics, targets, optimizer,
+   temperature, generator and the whole replay buffer (its filled part, safetensors: about
+   4·(2F + L + 3) bytes per decision, 0.2 KB on ``arm-push``, 40 MB for a million env steps of
+   Hopper), so a resumed run continues exactly where its checkpoint left off, save the episodes
+   that were in flight (the collector restarts them).
+
+**Before and after.** ``eval_before`` is the base policy sampling its own way through the same
+deterministic sampler (``w ~ N(0, I)``, unclipped, the same draws at every evaluation); it is
+also the first ``eval/*`` point of the curves. ``eval_after`` is the steered policy with the
+deterministic latent, what ``robopolicy eval`` runs on the checkpoint.
+
+**Defaults** are the reference configs' (``cfg/robomimic/dsrl_*.yaml``, ``cfg/gym/dsrl_*.yaml``):
+2 LayerNorm critics and an actor of 3 tanh layers (128 wide as in its Hopper and Transport
+configs; Robomimic used 2048), Adam 3e-4 for all, batch 256, τ 0.005, entropy target 0,
+α from 1, noise bound 1.5, 4 envs, 5 updates per decision (its 20 gradient steps per vector step
+of 4 envs), a warm-up of 6000 decisions (1501 vector steps of 4 envs), γ 0.99 per chunk of 4
+(0.9975 per step here). Its base policies sample with 5 to 8 DDIM steps; ``base_steps`` is 10.
+
+**On ``arm-push``** (``tests/rl/test_dsrl.py``, sized for CI): 8 envs, a warm-up of 800
+decisions, 2 updates per decision on batches of 128, 64-wide networks, Adam 1e-3, α from 0.01,
+τ 0.02, γ 0.99 per step, and the task's 0/1 success reward scaled by 10 (``reward_scale=10``:
+values up to 10, beside which the entropy bonus stays small). The reference's Robomimic form,
+−1 per step before success (``reward_offset=1``), learned more slowly here: every value must
+first sink towards −1/(1−γ) through the slowly moving targets before latents can be told apart.
+A flow policy cloned from imperfect demonstrations (0.14 success on 50 held-out episodes) steers
+to 0.66–0.78 in 16k env steps over three seeds, about 40 s of CPU time; a diffusion policy
+cloned the same way, from 0.10 to 0.62.
+
+**What differs from the reference.** (a) The reference sums a chunk's rewards undiscounted and
+discounts 0.99 per decision; here each step is discounted, so truncated chunks and other Ta
+compare. (b) Its SAC (Stable-Baselines3) steps the temperature, then the critics, then the actor
+against the just-updated critics; here one combined step uses the critics from before it.
+(c) The paper's DSRL-NA variant (a critic on real actions, distilled into a latent critic through
+noise aliasing), which its Gym and Robomimic configs use, is not implemented: it runs the base
+policy inside every gradient step (for the targets and the distillation), which on a CPU costs
+more than everything else here together; DSRL-SAC, the paper's general recipe and the one its
+pi0 and Transport runs use, touches the base only to act.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from robopolicy.config import to_dict
+from robopolicy.errors import RobopolicyError
+from robopolicy.models.mlp import ACTIVATIONS
+from robopolicy.policies.base import Policy
+from robopolicy.policies.checkpoint import load_policy, read_card
+from robopolicy.policies.steered import LatentActorConfig, SteeredPolicy
+from robopolicy.rl.advantages import discounted_chunk_rewards
+from robopolicy.rl.offpolicy import QEnsemble, ReplayBuffer
+from robopolicy.rl.registry import register_algorithm
+from robopolicy.rl.rollout import Act, ActFn, Obs, RolloutBatch, RolloutFactory
+from robopolicy.rl.runs import RunDir
+from robopolicy.runlog import RunLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class DSRLConfig:
+    """Everything a DSRL run needs besides the task and the base checkpoint (module docstring
+    for the defaults' sources)."""
+
+    # -- budget and collection ---------------------------------------------------------------
+    total_env_steps: int = 1_000_000
+    """Environment steps to train for, warm-up included (the last iteration may pass it)."""
+    num_envs: int = 4
+    """N: environments collecting in parallel (reference: 4)."""
+    decisions_per_iteration: int = 1
+    """T: decisions per env between two update phases (reference: 1)."""
+    seed: int = 0
+    """Seeds the actor, the critics, every latent and minibatch draw, and the training
+    episodes."""
+    device: str = "cpu"
+    """Torch device of the networks and the base policy."""
+    torch_threads: int = 1
+    """Intra-op threads during the run (small MLPs are fastest on one)."""
+    # -- the base policy and the latent ------------------------------------------------------
+    base_steps: int | None = 10
+    """Denoising steps of the base's deterministic sampler (DDIM eta 0, or Euler/midpoint ODE
+    steps); None: the base's own default (100 DDIM steps for a default diffusion policy)."""
+    actor: LatentActorConfig = dataclasses.field(default_factory=LatentActorConfig)
+    """The latent actor (widths, activation, LayerNorm) and the noise bound b."""
+    # -- critics -----------------------------------------------------------------------------
+    critic_hidden_dims: tuple[int, ...] = (128, 128, 128)
+    """Hidden widths of every critic."""
+    critic_activation: str = "tanh"
+    """Hidden activation of the critics (reference: tanh)."""
+    critic_layer_norm: bool = True
+    """LayerNorm after each hidden linear layer of the critics (reference: on)."""
+    num_critics: int = 2
+    """E: Q-networks in the ensemble."""
+    critic_combine: Literal["min", "mean"] = "min"
+    """How the ensemble's values combine in the target and the actor's loss."""
+    # -- SAC ------------------------------------------------------------------------------------
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
+    critic_lr: float = 3e-4
+    """Adam learning rate of the critics."""
+    alpha_lr: float = 3e-4
+    """Adam learning rate of log α."""
+    init_alpha: float = 1.0
+    """Initial entropy temperature α."""
+    target_entropy: float = 0.0
+    """H̄: the entropy α steers towards, in nats of ``tanh(.)`` over the whole latent
+    (reference: 0; Stable-Baselines3's own default would be −L)."""
+    reward_scale: float = 1.0
+    """Every environment reward becomes ``reward_scale * (r - reward_offset)`` before anything
+    else (SAC's entropy bonus is measured against the rewards' scale)."""
+    reward_offset: float = 0.0
+    """See ``reward_scale``. The reference subtracts 1 from Robomimic's 0/1 success reward
+    (every step before success costs 1); 0 on Gym."""
+    gamma: float = 0.9975
+    """Discount per environment step (the reference's 0.99 per chunk of 4 steps)."""
+    tau: float = 0.005
+    """Polyak factor of the target critics, after every update."""
+    batch_size: int = 256
+    """B: decisions per SAC update."""
+    utd_ratio: float = 5.0
+    """Updates per decision collected (U = round(utd_ratio · N · T) per iteration)."""
+    buffer_size: int = 1_000_000
+    """Decisions the replay buffer keeps (the oldest are overwritten)."""
+    warmup_decisions: int = 6000
+    """Decisions, over all envs, that act with Gaussian latents before SAC acts and learns."""
+    # -- logging, evaluation, checkpoints -------------------------------------------------------
+    log_every: int = 5000
+    """Log training scalars every this many env steps."""
+    eval_every: int = 50_000
+    """Evaluate every this many env steps (and before training and at the end); 0: only then."""
+    eval_episodes: int = 50
+    """Episodes per evaluation (seeds ``eval_seed …``)."""
+    eval_seed: int = 100_000
+    """First evaluation seed, apart from the training seeds."""
+    eval_envs: int = 10
+    """Environments evaluating in parallel."""
+    checkpoint_every: int = 100_000
+    """Checkpoint every this many env steps (and at the end); 0: only at the end."""
+    keep_checkpoints: int = 2
+    """Newest checkpoints kept."""
+
+    def __post_init__(self) -> None:
+        self.critic_hidden_dims = tuple(int(d) for d in self.critic_hidden_dims)
+        if not isinstance(self.actor, LatentActorConfig):
+            raise ValueError(f"actor must be a LatentActorConfig, not {type(self.actor).__name__}")
+        positive = ("total_env_steps", "num_envs", "decisions_per_iteration", "torch_threads")
+        for name in (*positive, "num_critics", "batch_size", "buffer_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_episodes", "eval_envs", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_decisions", "eval_every", "checkpoint_every", "seed", "eval_seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.base_steps is not None and self.base_steps < 1:
+            raise ValueError(f"base_steps must be >= 1 or None, got {self.base_steps}")
+        if not self.critic_hidden_dims or min(self.critic_hidden_dims) < 1:
+            raise ValueError(f"critic_hidden_dims must be positive, got {self.critic_hidden_dims}")
+        if self.critic_activation not in ACTIVATIONS:
+            raise ValueError(f"critic_activation must be one of {sorted(ACTIVATIONS)}")
+        if self.critic_combine not in ("min", "mean"):
+            raise ValueError(f"critic_combine must be min or mean, got {self.critic_combine!r}")
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not (0 <= self.gamma <= 1 and 0 < self.tau <= 1):
+            raise ValueError(f"need 0 <= gamma <= 1 and 0 < tau <= 1: {self.gamma}, {self.tau}")
+        if not (self.utd_ratio >= 0 and math.isfinite(self.utd_ratio)):
+            raise ValueError(f"utd_ratio must be >= 0, got {self.utd_ratio}")
+        if not (0 < self.reward_scale < math.inf and math.isfinite(self.reward_offset)):
+            raise ValueError("reward_scale must be positive and reward_offset finite")
+        if not math.isfinite(self.target_entropy):
+            raise ValueError(f"target_entropy must be finite, got {self.target_entropy}")
+        if self.buffer_size < self.batch_size:
+            raise ValueError("buffer_size must hold at least one batch")
+
+
+RESUMABLE_CHANGES = (
+    "total_env_steps",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+)
+"""Config fields a resumed run may change (extending the budget, say)."""
+
+
+# -- what the replay buffer keeps of a decision ---------------------------------------------------
+
+
+def replay_rows(
+    batch: RolloutBatch, features: Callable[[Obs], Tensor], config: DSRLConfig
+) -> dict[str, Tensor]:
+    """Every decision of ``batch`` (T, N) as M = T·N replay rows, t-major (module docstring,
+    step 2): ``x`` and ``next_x`` (M, F) from ``features`` (raw observations -> (B, F)),
+    ``w`` (M, L) the latent kept in ``extras["latent"]``, ``reward`` the discounted chunk reward
+    of the (scaled, offset) rewards, ``done`` 1.0 after a termination, ``discount`` γ^n."""
+    steps = batch.truncated.shape
+    x = features({k: v.flatten(0, 1) for k, v in batch.obs.items()}).view(*steps, -1)
+    next_x = torch.cat([x[1:], features(batch.next_obs)[None]], 0)
+    if bool(batch.truncated.any()):  # bootstrap from the history the time limit cut off
+        next_x[batch.truncated.to(x.device)] = features(batch.final_obs)
+    executed = batch.executed.to(x.device)
+    rewards = config.reward_scale * (batch.rewards.to(x.device) - config.reward_offset)
+    rows = {
+        "x": x,
+        "w": batch.extras["latent"].to(x.device).flatten(2),
+        "reward": discounted_chunk_rewards(rewards, executed, config.gamma),
+        "done": batch.terminated.to(x.device).float(),
+        "discount": config.gamma ** executed.sum(-1).float(),
+        "next_x": next_x,
+    }
+    return {k: v.flatten(0, 1) for k, v in rows.items()}
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DSRLResult:
+    """What :func:`train` did."""
+
+    out: Path
+    checkpoint: Path
+    env_steps: int
+    decisions: int
+    updates: int
+    seconds: float
+    eval_before: dict[str, float]
+    eval_after: dict[str, float]
+    timing: dict[str, float]
+    """Seconds spent, summed over the run: ``actor`` (the actor or the warm-up draws while
+    acting), ``base`` (the base's sampling while acting), ``env`` (the collector: stepping the
+    envs), ``replay`` (storing decisions), ``update`` (SAC updates), ``eval`` (evaluations)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+
+def train(
+    config: DSRLConfig,
+    base: Policy | None,
+    rollouts: RolloutFactory,
+    out: str | Path,
+    *,
+    card: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> DSRLResult:
+    """Steer ``base`` (a policy with a deterministic ``sample(obs, noise=...)``) with DSRL into
+    ``out``, resuming from its ``latest`` checkpoint when there is one (then ``base`` may be
+    None: the checkpoint holds it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.torch_threads)
+    try:
+        return _train(config, base, rollouts, Path(out), dict(card or {}), progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    config: DSRLConfig,
+    base: Policy | None,
+    rollouts: RolloutFactory,
+    out: Path,
+    card: dict[str, Any],
+    progress: bool,
+) -> DSRLResult:
+    started = time.perf_counter()
+    run = RunDir(out, keep_last=config.keep_checkpoints)
+    run.check_config(to_dict(config), may_change=RESUMABLE_CHANGES)
+    device = torch.device(config.device)
+
+    # -- the steered policy, and where we start ----------------------------------------------
+    latest, state = run.latest(), None
+    torch.manual_seed(config.seed)
+    if latest is not None:
+        loaded, state = RunDir.load(latest, device=config.device)
+        if not isinstance(loaded, SteeredPolicy):
+            raise RobopolicyError(f"{latest} holds a {type(loaded).__name__}, not a steered one")
+        steered = loaded
+        log.info("resuming %s at %d env steps", latest, state["env_steps"])
+    elif base is None:
+        raise RobopolicyError("dsrl needs a base policy (a diffusion or flow checkpoint)")
+    else:
+        steered = SteeredPolicy.around(base, config.actor, config.base_steps)
+    if state is not None and int(state["env_steps"]) >= config.total_env_steps:
+        log.info("%s has trained %d env steps already: nothing to do", out, state["env_steps"])
+        return DSRLResult(
+            out=out,
+            checkpoint=latest,
+            env_steps=int(state["env_steps"]),
+            decisions=int(state["decisions"]),
+            updates=int(state["updates"]),
+            seconds=float(state["elapsed_s"]),
+            eval_before=dict(state["eval_before"]),
+            eval_after=dict(state["eval_after"]),
+            timing=dict(state["timing"]),
+        )
+    steered = steered.to(device).train()
+    actor, frozen, c = steered.actor, steered.base, steered.config
+    bound, latent_dim = c.actor.noise_bound, c.latent_dim
+    feature_dim = c.n_obs_steps * c.state_dim
+    first, ta = c.n_obs_steps - 1, c.n_action_steps
+
+    # -- critics, optimizer, buffer, counters --------------------------------------------------
+    critic = QEnsemble(
+        feature_dim + latent_dim,
+        config.critic_hidden_dims,
+        config.num_critics,
+        config.critic_activation,
+        config.critic_layer_norm,
+    ).to(device)
+    target = copy.deepcopy(critic).requires_grad_(False)
+    log_alpha = torch.tensor(math.log(config.init_alpha), device=device, requires_grad=True)
+    optimizer = torch.optim.Adam(
+        [
+            {"params": list(actor.parameters()), "lr": config.actor_lr},
+            {"params": list(critic.parameters()), "lr": config.critic_lr},
+            {"params": [log_alpha], "lr": config.alpha_lr},
+        ],
+        fused=device.type in ("cpu", "cuda"),
+    )
+    buffer = ReplayBuffer(config.buffer_size, feature_dim, latent_dim, device)
+    generator = torch.Generator(device).manual_seed(config.seed)
+    env_steps = decisions = updates = episodes_ended = 0
+    elapsed, timing = 0.0, dict.fromkeys(("actor", "base", "env", "replay", "update", "eval"), 0.0)
+    eval_before: dict[str, float] = {}
+    if state is not None:
+        critic.load_state_dict(state["critic"])
+        target.load_state_dict(state["target"])
+        optimizer.load_state_dict(state["optimizer"])
+        with torch.no_grad():
+            log_alpha.copy_(state["log_alpha"])
+        buffer.load_state_dict(state["replay"])
+        generator.set_state(state["generator"])
+        env_steps, decisions = int(state["env_steps"]), int(state["decisions"])
+        updates, episodes_ended = int(state["updates"]), int(state["episodes"])
+        elapsed, timing = float(state["elapsed_s"]), dict(state["timing"])
+        eval_before = dict(state["eval_before"])
+    runlog = RunLog(out)
+    runlog.truncate(env_steps)
+    critic_params, target_params = list(critic.parameters()), list(target.parameters())
+
+    collector = rollouts.collector(
+        num_envs=config.num_envs,
+        n_obs_steps=c.n_obs_steps,
+        n_action_steps=ta,
+        seed=config.seed + episodes_ended,  # the training seeds go on where they stopped
+    )
+    evaluate = rollouts.evaluator(
+        episodes=config.eval_episodes,
+        n_obs_steps=c.n_obs_steps,
+        n_action_steps=ta,
+        seed=config.eval_seed,
+        num_envs=config.eval_envs,
+    )
+    try:
+        # -- acting ------------------------------------------------------------------------------
+        watch: dict[str, list[float]] = defaultdict(list)
+
+        def act(obs: Obs) -> Act:
+            """Warm-up: clipped Gaussian latents; then the actor's stochastic latent."""
+            nonlocal decisions
+            tick = time.perf_counter()
+            obs = {k: obs[k].to(device) for k in c.obs_keys}
+            size = len(obs[c.obs_keys[0]])
+            with torch.inference_mode():
+                x = steered.features(obs)
+                draw = torch.randn((size, latent_dim), generator=generator, device=device)
+                if decisions < config.warmup_decisions:
+                    w = draw.clamp(-bound, bound)
+                else:
+                    w, _ = actor.sample(x, draw)
+                w = w.view(size, c.horizon, c.action_dim)
+                sampled = time.perf_counter()
+                chunk = frozen.sample(obs, noise=w, steps=c.base_steps)
+                edge = frozen.normalizer.normalize(chunk, "action").abs() >= 0.999
+            timing["actor"] += sampled - tick
+            timing["base"] += time.perf_counter() - sampled
+            watch["latent_abs"].append(float(w.abs().mean()))
+            watch["latent_saturated"].append(float((w.abs() > 0.99 * bound).float().mean()))
+            watch["action_at_data_edge"].append(float(edge.float().mean()))
+            decisions += size
+            return Act(chunk[:, first : first + ta].clone(), {"latent": w.clone()})
+
+        def act_steered(obs: Obs) -> Act:
+            """The steered policy as evaluated: the deterministic latent."""
+            obs = {k: obs[k].to(device) for k in c.obs_keys}
+            with torch.inference_mode():
+                chunk = steered.sample(obs)
+            return Act(chunk[:, first : first + ta], {})
+
+        def act_base(gen: torch.Generator) -> ActFn:
+            """The base policy sampling its own way: w ~ N(0, I), unclipped."""
+
+            def base_act(obs: Obs) -> Act:
+                obs = {k: obs[k].to(device) for k in c.obs_keys}
+                shape = (len(obs[c.obs_keys[0]]), c.horizon, c.action_dim)
+                with torch.inference_mode():
+                    w = torch.randn(shape, generator=gen, device=device)
+                    chunk = frozen.sample(obs, noise=w, steps=c.base_steps)
+                return Act(chunk[:, first : first + ta], {})
+
+            return base_act
+
+        def evaluation(policy_act: ActFn) -> dict[str, float]:
+            tick = time.perf_counter()
+            steered.eval()
+            figures = evaluate(policy_act)
+            steered.train()
+            timing["eval"] += time.perf_counter() - tick
+            return figures
+
+        if not eval_before:
+            draws = torch.Generator(device).manual_seed(config.eval_seed)
+            eval_before = evaluation(act_base(draws))
+            runlog.scalars(env_steps, {f"eval/{k}": v for k, v in eval_before.items()})
+        eval_after = dict(state["eval_after"]) if state else dict(eval_before)
+
+        # -- SAC updates -------------------------------------------------------------------------
+        losses: dict[str, list[Tensor]] = defaultdict(list)
+
+        def combine(q: Tensor) -> Tensor:
+            """(E, B) -> (B,): the ensemble's value."""
+            return q.min(0).values if config.critic_combine == "min" else q.mean(0)
+
+        def update(n: int) -> None:
+            """``n`` SAC updates (module docstring, step 3)."""
+            size = config.batch_size
+            index = torch.randint(buffer.size, (n, size), generator=generator, device=device)
+            data = buffer.gather(index)  # {field: (n, B, ...)}
+            eps = torch.randn((n, 2, size, latent_dim), generator=generator, device=device)
+            for u in range(n):
+                x, w, next_x = data["x"][u], data["w"][u], data["next_x"][u]
+                alpha = log_alpha.detach().exp()
+                with torch.no_grad():
+                    next_w, next_log_prob = actor.sample(next_x, eps[u, 0])
+                    next_q = combine(target(next_x, next_w / bound)) - alpha * next_log_prob
+                    keep = data["discount"][u] * (1.0 - data["done"][u])
+                    y = data["reward"][u] + keep * next_q
+                q = critic(x, w / bound)
+                critic_loss = 0.5 * (q - y).pow(2).mean(1).sum()
+                new_w, log_prob = actor.sample(x, eps[u, 1])
+                for p in critic_params:
+                    p.requires_grad_(False)
+                q_new = combine(critic(x, new_w / bound))
+                for p in critic_params:
+                    p.requires_grad_(True)
+                actor_loss = (alpha * log_prob - q_new).mean()
+                alpha_loss = -(log_alpha * (log_prob.detach() + config.target_entropy)).mean()
+                optimizer.zero_grad(set_to_none=True)
+                (critic_loss + actor_loss + alpha_loss).backward()
+                optimizer.step()
+                with torch.no_grad():
+                    torch._foreach_lerp_(target_params, critic_params, config.tau)
+                losses["critic"].append(critic_loss.detach())
+                losses["actor"].append(actor_loss.detach())
+                losses["alpha"].append(alpha_loss.detach())
+                losses["entropy"].append(-log_prob.detach().mean())
+                losses["q"].append(q.detach().mean())
+
+        def save() -> Path:
+            tree = {
+                "env_steps": env_steps,
+                "decisions": decisions,
+                "updates": updates,
+                "episodes": episodes_ended,
+                "elapsed_s": elapsed + time.perf_counter() - started,
+                "timing": timing,
+                "critic": critic.state_dict(),
+                "target": target.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "log_alpha": log_alpha.detach(),
+                "replay": buffer.state_dict(),
+                "generator": generator.get_state(),
+                "eval_before": eval_before,
+                "eval_after": eval_after,
+            }
+            meta = {
+                **card,
+                "algorithm": "dsrl",
+                "env_steps": env_steps,
+                "eval": eval_after,
+                "eval_base": eval_before,
+            }
+            return run.save(env_steps, steered, tree, meta)
+
+        # -- the loop ----------------------------------------------------------------------------
+        bar = tqdm(
+            total=config.total_env_steps,
+            initial=min(env_steps, config.total_env_steps),
+            desc="dsrl",
+            unit="step",
+            disable=not progress,
+        )
+        checkpoint = latest
+        ended: dict[str, list[Tensor]] = defaultdict(list)
+        marks = {"log": env_steps, "eval": env_steps, "checkpoint": env_steps}
+        while env_steps < config.total_env_steps:
+            tick = time.perf_counter()
+            acted = timing["actor"] + timing["base"]
+            batch = collector.collect(act, config.decisions_per_iteration)
+            timing["env"] += time.perf_counter() - tick - (timing["actor"] + timing["base"] - acted)
+            tock = time.perf_counter()
+            buffer.add(replay_rows(batch, steered.features, config))
+            timing["replay"] += time.perf_counter() - tock
+            env_steps += batch.env_steps
+            episodes_ended += int(batch.episodes["return"].numel())
+            for key, value in batch.episodes.items():
+                ended[key].append(value)
+            if decisions >= config.warmup_decisions and buffer.size >= config.batch_size:
+                tock = time.perf_counter()
+                n = round(config.utd_ratio * config.num_envs * config.decisions_per_iteration)
+                update(n)
+                updates += n
+                timing["update"] += time.perf_counter() - tock
+            bar.update(min(batch.env_steps, config.total_env_steps - bar.n))
+
+            # log, evaluate, checkpoint
+            final = env_steps >= config.total_env_steps
+            scalars: dict[str, float] = {}
+            if final or env_steps - marks["log"] >= config.log_every:
+                marks["log"] = env_steps
+                scalars |= _training_figures(ended, losses, watch, log_alpha, buffer.size)
+                total = sum(timing.values())
+                scalars |= {f"time/{k}_share": v / total for k, v in timing.items() if total}
+                seconds = elapsed + time.perf_counter() - started
+                scalars |= {"time/env_steps_per_s": env_steps / seconds, "train/updates": updates}
+                for record in (ended, losses, watch):
+                    record.clear()
+            if final or (config.eval_every and env_steps - marks["eval"] >= config.eval_every):
+                marks["eval"] = env_steps
+                eval_after = evaluation(act_steered)
+                scalars |= {f"eval/{k}": v for k, v in eval_after.items()}
+                bar.set_postfix(success=f"{eval_after.get('success_rate', math.nan):.2f}")
+            if scalars:
+                runlog.scalars(env_steps, scalars)
+            if final or (
+                config.checkpoint_every
+                and env_steps - marks["checkpoint"] >= config.checkpoint_every
+            ):
+                marks["checkpoint"] = env_steps
+                checkpoint = save()
+        bar.close()
+        if checkpoint is None:  # a budget of 0 more steps on a fresh run
+            checkpoint = save()
+        runlog.plot(title=f"DSRL {card.get('task', '')}".strip())
+        runlog.close()
+    finally:
+        collector.close()
+        evaluate.close()
+    return DSRLResult(
+        out=out,
+        checkpoint=checkpoint,
+        env_steps=env_steps,
+        decisions=decisions,
+        updates=updates,
+        seconds=elapsed + time.perf_counter() - started,
+        eval_before=eval_before,
+        eval_after=eval_after,
+        timing=timing,
+    )
+
+
+def _training_figures(
+    ended: dict[str, list[Tensor]],
+    losses: dict[str, list[Tensor]],
+    watch: dict[str, list[float]],
+    log_alpha: Tensor,
+    buffer_size: int,
+) -> dict[str, float]:
+    """Means since the last log: episodes that ended, SAC losses, what the latents did."""
+    figures: dict[str, float] = {"train/alpha": float(log_alpha.detach().exp())}
+    figures["train/buffer"] = float(buffer_size)
+    if ended and sum(v.numel() for v in ended["return"]):
+        episodes = {k: torch.cat(v).double() for k, v in ended.items()}
+        figures |= {
+            "train/episode_return": float(episodes["return"].mean()),
+            "train/episode_length": float(episodes["length"].mean()),
+            "train/score": float(episodes["score"].mean()),
+            "train/success_rate": float(episodes["success"].mean()),
+            "train/episodes": float(episodes["return"].numel()),
+        }
+    for name, values in losses.items():
+        prefix = "train" if name in ("entropy", "q") else "loss"
+        figures[f"{prefix}/{name}"] = float(torch.stack(values).mean())
+    for name, values in watch.items():
+        figures[f"train/{name}"] = sum(values) / len(values)
+    return figures
+
+
+# -- ``robopolicy finetune --algo dsrl`` ---------------------------------------------------------
+
+
+@register_algorithm(
+    "dsrl", DSRLConfig, description="DSRL: SAC over a frozen diffusion/flow policy's noise"
+)
+def finetune(
+    config: DSRLConfig,
+    *,
+    checkpoint: str | Path | None,
+    rollouts: RolloutFactory,
+    out: str | Path,
+    card: dict[str, Any],
+    progress: bool = True,
+) -> dict[str, Any]:
+    """DSRL steering the policy of ``checkpoint`` (diffusion, flow, or any policy whose
+    ``sample(obs, noise=...)`` is deterministic); writes ``steered`` checkpoints. Without a
+    checkpoint only a resume of ``out`` is possible."""
+    base = None
+    if checkpoint is not None:
+        base = load_policy(checkpoint, device=config.device)
+        if isinstance(base, SteeredPolicy):
+            raise RobopolicyError(
+                f"{checkpoint} is already a steered policy: steer its base checkpoint, or run "
+                "again with its run's --out to resume"
+            )
+        origin = {
+            "data": read_card(checkpoint).get("data"),
+            "base_checkpoint": str(Path(checkpoint).resolve()),
+        }
+    else:  # a resume: the run's own checkpoints say what they steer
+        latest = RunDir(out).latest() if Path(out).is_dir() else None
+        if latest is None:
+            raise RobopolicyError("dsrl needs a base policy checkpoint to steer, not 'scratch'")
+        origin = {key: read_card(latest).get(key) for key in ("data", "base_checkpoint")}
+    card = {**card, **origin}
+    result = train(config, base, rollouts, out, card=card, progress=progress)
+    return result.as_dict()
