@@ -14,6 +14,10 @@ line ``{"event": "running", "pid": ...}`` goes to stderr; at the end the run's s
 stdout (one JSON document with ``--json``). Exit status: 0 when the run ended by its duration or
 a signal, 3 after a latched safe stop, 4 after an e-stop, 2 for errors the user can fix
 (including starting while the e-stop is latched).
+
+For fault-injection tests only, ``ROBOPOLICY_TESTING_FAULT_CHANNEL=1`` in the environment puts
+a fault switch between the daemon and a simulated arm and serves it on loopback
+(:mod:`hardware.testing.fault_channel`); with any other driver the command refuses to start.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from robopolicy.cli import arg, command, print_json
 from robopolicy.errors import RobopolicyError
 
 ROBOTS = ("sim", "feetech", "dynamixel", "ur", "xarm")
+TESTING_FAULT_CHANNEL = "ROBOPOLICY_TESTING_FAULT_CHANNEL"
+"""Environment variable that, set to ``1``, turns on the test-only fault channel."""
 
 
 @command(
@@ -76,6 +82,9 @@ def control(args: argparse.Namespace) -> int:
     host, port = _address(args.server)
     token = args.token or os.environ.get("ROBOPOLICY_SERVE_TOKEN") or None
     driver = _driver(args)
+    channel = _fault_channel(driver)
+    if channel is not None:
+        driver = channel.switch
     tune_process(config.period)
 
     def client() -> Any:
@@ -86,7 +95,14 @@ def control(args: argparse.Namespace) -> int:
     def started() -> None:
         print(json.dumps({"event": "running", "pid": os.getpid()}), file=sys.stderr, flush=True)
 
-    result = Daemon(driver, config, client, on_start=started).run(args.duration)
+    daemon = Daemon(driver, config, client, on_start=started)
+    if channel is not None:
+        channel.serve(daemon)
+    try:
+        result = daemon.run(args.duration)
+    finally:
+        if channel is not None:
+            channel.close()
     summary = result.to_dict()
     if args.json:
         print_json(summary)
@@ -167,6 +183,16 @@ def _driver(args: argparse.Namespace) -> Any:
     except (DriverError, OSError, ValueError) as exc:
         raise RobopolicyError(f"{args.robot}: {exc}") from None
     return MirroredSim(real.spec) if args.dry_run else real
+
+
+def _fault_channel(driver: Any) -> Any:
+    """The test-only fault channel around ``driver`` when ``$ROBOPOLICY_TESTING_FAULT_CHANNEL``
+    is ``1`` (module docstring), else None."""
+    if os.environ.get(TESTING_FAULT_CHANNEL) != "1":
+        return None
+    from hardware.testing.fault_channel import FaultChannel
+
+    return FaultChannel(driver)
 
 
 def _table(summary: dict[str, Any]) -> None:

@@ -7,8 +7,10 @@ each servo answers ping, read, write, sync read and sync write from its register
 
 Motion: with torque on, each servo's present position moves toward its goal at ``speed``
 ticks/s (updated on every request). Faults for tests, per servo id, for the next ``times``
-replies (None: until :meth:`clear_faults`): :meth:`corrupt_checksum`, :meth:`silence`,
-:meth:`delay`.
+replies (None: until :meth:`clear_faults`): :meth:`corrupt_checksum`, :meth:`silence`, and
+:meth:`hold`, which keeps a reply back until :meth:`release` — a late reply that arrives when
+the test says, not after a sleep that a loaded machine can stretch. ``replies`` counts the
+replies written, so a test can wait until a late one is on the line.
 """
 
 from __future__ import annotations
@@ -52,7 +54,6 @@ class EmulatedServo:
 class _Fault:
     kind: str
     times: int | None
-    seconds: float = 0.0
 
 
 class ServoEmulator(abc.ABC):
@@ -78,6 +79,9 @@ class ServoEmulator(abc.ABC):
         """Requests received with a valid check."""
         self.bad_requests = 0
         """Requests dropped for a bad check."""
+        self.replies = 0
+        """Replies written to the line (a held one once it is released)."""
+        self._released = threading.Event()
         self._faults: dict[int, list[_Fault]] = {}
         self._lock = threading.Lock()
         self._last_update = time.monotonic()
@@ -100,6 +104,7 @@ class ServoEmulator(abc.ABC):
     def stop(self) -> None:
         if self._fds is None:
             return
+        self._released.set()  # a held reply must not keep the serving thread
         os.write(self._fds[3], b"x")
         if self._thread is not None:
             self._thread.join(timeout=5.0)
@@ -124,9 +129,15 @@ class ServoEmulator(abc.ABC):
         """``servo_id`` does not answer (the next ``times`` requests, or until cleared)."""
         self._add_fault(servo_id, _Fault("silent", times))
 
-    def delay(self, servo_id: int, seconds: float, times: int | None = 1) -> None:
-        """``servo_id`` answers ``seconds`` late."""
-        self._add_fault(servo_id, _Fault("delay", times, seconds))
+    def hold(self, servo_id: int, times: int | None = 1) -> None:
+        """``servo_id``'s next ``times`` replies wait for :meth:`release` (the emulator answers
+        nothing else meanwhile, as a bus is busy while a servo talks)."""
+        self._released.clear()
+        self._add_fault(servo_id, _Fault("hold", times))
+
+    def release(self) -> None:
+        """Let held replies go (late, as far as the host is concerned)."""
+        self._released.set()
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -210,12 +221,13 @@ class ServoEmulator(abc.ABC):
         fault = self._take_fault(servo_id)
         if fault is not None and fault.kind == "silent":
             return
-        if fault is not None and fault.kind == "delay":
-            time.sleep(fault.seconds)
+        if fault is not None and fault.kind == "hold":
+            self._released.wait()
         if fault is not None and fault.kind == "corrupt":
             reply = reply[:-1] + bytes([reply[-1] ^ 0x5A])
         with contextlib.suppress(OSError):
             os.write(master, reply)
+            self.replies += 1
 
     def _take_fault(self, servo_id: int) -> _Fault | None:
         with self._lock:

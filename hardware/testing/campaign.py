@@ -1,80 +1,93 @@
-"""The fault-injection campaign (``../shared/RELIABILITY.md``): the control daemon driving
-``SimArm``, a policy server in its own process reached over loopback through a
-:class:`~hardware.testing.fault_proxy.FaultProxy`, every fault class injected in turn, and a
-:class:`~hardware.testing.scorecard.Scorecard` at the end.
+"""The fault-injection campaign (``../shared/RELIABILITY.md``): the control daemon, the policy
+server and a director as three processes on loopback, every fault class injected in turn, and
+a :class:`~hardware.testing.scorecard.Scorecard` at the end.
 
     python -m hardware.testing.campaign [--sessions 5] [--seed 7] [--out card.json] [--json]
 
-One **session** is one daemon run in this process, over
-``FaultSwitch(InvariantMonitor(SimArm()))``, against the torch-free wave policy behind the
-real ``PolicyServer``. Once the first chunk runs, a director thread injects each fault class
-once, in a seeded order; after each it waits until the daemon executes a fresh chunk again
-(*survived*; not within ``RECOVERY`` s: not survived), lets it run healthy for ``GAP`` s, and
-goes on. Pacing follows recovery, not a schedule, so a loaded machine makes the campaign
-longer, not flaky. Last, the e-stop is pressed mid-motion; it is survived when the run ended
-at the first tick that saw it, a restarted daemon refuses to start while the latch is set, and
-the operator's ``robopolicy control --clear-estop`` clears it.
+One **session** is one daemon started as a user starts it — ``python -m robopolicy control
+--robot sim ...``, its ``SimArm`` in its own process — against the torch-free wave policy behind
+the real ``PolicyServer`` in another, reached through a
+:class:`~hardware.testing.fault_proxy.FaultProxy`. This process directs: it switches the
+server's faults, the proxy's, and, through the test-only fault channel
+(:mod:`hardware.testing.fault_channel`, on only because the campaign sets
+``ROBOPOLICY_TESTING_FAULT_CHANNEL=1`` for the daemon), the driver faults inside the daemon's
+process. Once the first chunk runs, the :class:`~hardware.testing.director.Director` injects
+each fault class once, in a seeded order; after each it waits until the daemon executes a
+fresh chunk again (*survived*; not within ``RECOVERY`` s: not survived), lets it run healthy
+for ``GAP`` s, and goes on. Pacing follows recovery, not a schedule, so a loaded machine makes
+the campaign longer, not flaky. Last, the e-stop is pressed mid-motion; it is survived when the
+daemon ended with the e-stop's exit status at the first tick that saw it, a restarted daemon
+refuses to start while the latch is set (and writes no tick log), and the operator's
+``robopolicy control --clear-estop`` clears the latch the daemon set.
 
 Bad replies are counted where they are made (the server's emission counts, the proxy's
 counters) and where they are refused (an error reply from the server, a reply the client could
 not use, a chunk the daemon rejected). A reply the proxy damaged is followed to its own outcome,
 so one that passed every check (a flipped bit in a field the daemon does not use, a value still
-within limits) is reported as ``passed``, not hidden. Harm comes from the invariant monitor on
-the simulated arm's write and from the tick logs; every harm count must be zero.
+within limits) is reported as ``passed``, not hidden.
+
+Harm is read from what the daemon recorded and did, not from objects in this process: every
+write in its tick log is checked against the arm's limits (unsafe commands), consecutive writes
+against the step and speed bounds, planned targets against the joint limits, the rows the
+daemon says it logged against the rows committed, and a daemon that ends other than by a run's
+exit statuses (0, 3, 4) is a crash. Every harm count must be zero.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import io
 import json
+import os
 import random
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hardware.daemon import ControlConfig, Daemon, EStopLatched, Flag, Mode, RunResult
+from hardware.commands import TESTING_FAULT_CHANNEL
+from hardware.daemon import ControlConfig, Flag, Mode
 from hardware.daemon.daemon import limits_for
+from hardware.daemon.exit import EXIT_MODE
 from hardware.daemon.log import read_ticks
-from hardware.monitor import InvariantMonitor
-from hardware.sim_arm import SimArm
+from hardware.sim_arm import arm6_spec
 from hardware.testing.director import FAULTS, RECOVERY, Director
+from hardware.testing.fault_channel import ChannelClient
 from hardware.testing.fault_proxy import FaultProxy
-from hardware.testing.fault_switch import FaultSwitch
-from hardware.testing.processes import ServerProcess, fake_server
-from hardware.testing.scorecard import Scorecard, violations
+from hardware.testing.processes import DaemonProcess, ServerProcess, fake_server
+from hardware.testing.scorecard import Scorecard, unsafe_writes, violations
 from robopolicy.atomic import atomic_write_json
 from robopolicy.cli import main as robopolicy
 from robopolicy.data.store import EpisodeStore
-from robopolicy.serve.client import PolicyClient
+from sim.arm import Arm
+
+OVERRIDES = {"stop_timeout_s": 5.0, "request_timeout_s": 0.3, "log_segment_s": 5.0}
+"""The daemons' settings beyond the defaults (``key=value`` on their command line): T2 above a
+server restart on a loaded machine (hold, not stop), a short request deadline, 5 s segments."""
+RUN_EXIT_STATUSES = (0, 3, 4)
+"""``robopolicy control``'s exit statuses after a run (ended, latched stop, e-stop); any other
+ending is a crash."""
 
 
 class Campaign:
-    """The server, the proxy, the director and the scorecard (module docstring)."""
+    """The server, the proxy, the sessions' daemons and the scorecard (module docstring)."""
 
     def __init__(self, workdir: Path, *, seed: int = 7) -> None:
         self.workdir, self.rng = Path(workdir), random.Random(seed)
-        self.center = np.append(SimArm().arm.home, 0.5)
+        self.center = np.append(Arm.load().home, 0.5)
         self.control = self.workdir / "control.json"
         self.mode()
         self.server = self.start_server()
         self.proxy = FaultProxy(self.server.address, seed=seed)
         self.host, self.port = self.proxy.start()
         self.card = Scorecard()
-        self.config = ControlConfig(
-            rate_hz=100.0,
-            stop_timeout_s=5.0,  # T2 above a server restart on a loaded machine: hold, not stop
-            request_timeout_s=0.3,
-            estop_latch_path=str(self.workdir / "estop.json"),
-            log_segment_s=5.0,
-        )
+        self.latch = self.workdir / "estop.json"
+        self.config = ControlConfig(rate_hz=100.0, estop_latch_path=str(self.latch), **OVERRIDES)
+        """The daemons' settings, as they parse them from their command line."""
         self._sessions = 0
         self._started = time.monotonic()
 
@@ -91,33 +104,64 @@ class Campaign:
         self._sessions += 1
         order = list(FAULTS)
         self.rng.shuffle(order)
-        log_path = self.workdir / f"session{index}.zarr"
-        config = dataclasses.replace(self.config, log_path=str(log_path))
-        monitor = InvariantMonitor(SimArm())
-        switch = FaultSwitch(monitor)
-        ended = threading.Event()
-        pressed: list[float] = []
-        daemon = Daemon(switch, config, self._client)
-        director = Director(self, daemon, switch, ended, index)
-
-        def start() -> None:
-            threading.Thread(
-                target=director.run, args=(order, pressed), name="director", daemon=True
-            ).start()
-
-        daemon.on_start = start
+        log_path = self._session_log(index)
+        env = {**os.environ, TESTING_FAULT_CHANNEL: "1"}
+        daemon = DaemonProcess(self.daemon_args(log_path, 60.0 + RECOVERY * len(order)), env=env)
+        pressed = None
         try:
-            result = daemon.run(duration=60.0 + RECOVERY * len(order))
-        except Exception:
-            self.card.daemon_crashes += 1
-            raise
+            try:
+                channel = ChannelClient(daemon.event("fault_channel")["port"])
+                daemon.wait_running()
+            except (RuntimeError, TimeoutError, OSError):
+                self.card.daemon_crashes += 1
+                raise
+            try:
+                pressed = Director(self, daemon, channel, index).run(order)
+            finally:
+                channel.close()
+            restarted = None if pressed is None else self.restart(index)
+            code = daemon.wait(RECOVERY + 60.0)
         finally:
-            ended.set()
-            director.done.wait(RECOVERY + 30.0)
-        self._score(result, monitor, log_path, pressed, config)
+            if daemon.proc.poll() is None:  # only a hung daemon gets here
+                daemon.proc.kill()
+                daemon.wait()
+        self._score(daemon, code, index, pressed, restarted)
 
-    def _client(self) -> PolicyClient:
-        return PolicyClient(self.host, self.port, connect_timeout_s=self.config.request_timeout_s)
+    def restart(self, index: int) -> DaemonProcess | None:
+        """Once the e-stop latch is on disk, ``robopolicy control`` started again as an operator
+        (or a supervisor) would — no fault channel — while the stopped daemon shuts down; None
+        when no latch appears."""
+        deadline = time.monotonic() + RECOVERY
+        while not self.latch.exists():
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
+        return DaemonProcess(self.daemon_args(self._restart_log(index), 1.0))
+
+    def _session_log(self, index: int) -> Path:
+        return self.workdir / f"session{index}.zarr"
+
+    def _restart_log(self, index: int) -> Path:
+        return self.workdir / f"restart{index}.zarr"
+
+    def daemon_args(self, log_path: Path, duration: float) -> list[str]:
+        """``robopolicy control`` arguments for a run against the proxy with :attr:`config`."""
+        return [
+            "--robot",
+            "sim",
+            "--server",
+            f"{self.host}:{self.port}",
+            "--json",
+            "--rate",
+            f"{self.config.rate_hz:g}",
+            "--duration",
+            f"{duration:g}",
+            "--out",
+            str(log_path),
+            "--estop-latch",
+            str(self.latch),
+            *(f"{key}={value}" for key, value in OVERRIDES.items()),
+        ]
 
     def start_server(self) -> ServerProcess:
         """A fresh fake policy server reading the campaign's control file."""
@@ -140,51 +184,84 @@ class Campaign:
 
     def _score(
         self,
-        result: RunResult,
-        monitor: InvariantMonitor,
-        log_path: Path,
-        pressed: list[float],
-        config: ControlConfig,
+        daemon: DaemonProcess,
+        code: int,
+        index: int,
+        pressed: float | None,
+        restarted: DaemonProcess | None,
     ) -> None:
         card = self.card
-        ticks = read_ticks(log_path)
-        store = EpisodeStore.open(log_path)
+        try:
+            summary = json.loads(daemon.stdout())
+        except ValueError:
+            summary = None
+        if code not in RUN_EXIT_STATUSES or summary is None:
+            card.daemon_crashes += 1
+        ticks = read_ticks(self._session_log(index))
+        store = EpisodeStore.open(self._session_log(index))
         card.episodes_logged += store.n_episodes
         card.ticks_logged += store.n_frames
-        card.log_ticks_lost += result.log_rows - store.n_frames
-        card.unsafe_commands += monitor.unsafe
-        too_far, bad = violations(ticks, limits_for(monitor.spec, config), config.period)
+        if summary is not None:
+            card.log_ticks_lost += summary["log_rows"] - store.n_frames
+        limits = limits_for(arm6_spec(), self.config)
+        writes, unsafe = unsafe_writes(ticks, limits)
+        card.commands_checked += writes
+        card.unsafe_commands += unsafe
+        too_far, bad = violations(ticks, limits, self.config.period)
         card.limit_violations += too_far
         card.bad_values_executed += bad
-        card.fault("estop_mid_motion", bool(pressed) and self._estop_ok(result, ticks, pressed[0]))
+        # the e-stop: all three parts run whatever the others found, so every run is cleaned up
+        stopped = summary is not None and pressed is not None
+        stopped = stopped and self._stopped(code, summary, ticks, pressed)
+        refused = restarted is not None and self._refused(restarted, index)
+        cleared = self._cleared()
+        card.fault("estop_mid_motion", stopped and refused and cleared)
 
-    def _estop_ok(self, result: RunResult, ticks: dict[str, np.ndarray], pressed: float) -> bool:
-        """Stopped by the e-stop at the first tick that saw it, mid-motion; restart refused;
-        cleared only by the operator's command."""
-        loop = ticks["mode"] != 4
+    def _stopped(
+        self, code: int, summary: dict[str, Any], ticks: dict[str, np.ndarray], pressed: float
+    ) -> bool:
+        """Stopped by the e-stop pressed at ``pressed``, at the first tick that saw it, while
+        executing a plan; nothing held or parked after it."""
+        loop = ticks["mode"] != EXIT_MODE
         flags, mode, sensed = ticks["flags"][loop], ticks["mode"][loop], ticks["sensed_at"][loop]
-        stopped = (
-            result.reason == "estop"
+        saw = (flags & Flag.ESTOP) != 0
+        return (
+            code == 4
+            and summary["reason"] == "estop"
             and len(flags) >= 2
-            and bool(flags[-1] & Flag.ESTOP)
-            and mode[-2] == Mode.RUN  # executing a plan when it was pressed
+            and bool(saw[-1])
+            and int(saw.sum()) == 1
+            and mode[-2] == Mode.RUN  # mid-motion
             and int((sensed > pressed).sum()) <= 1  # no tick after the one that saw it
-            and not result.exit["held"]
-            and not result.exit["parked"]
+            and not summary["exit"]["held"]
+            and not summary["exit"]["parked"]
         )
-        restarted = InvariantMonitor(SimArm())
-        try:
-            Daemon(restarted, self.config, self._client).run(1.0)
-            refused = False
-        except EStopLatched:
-            refused = not restarted.is_connected and restarted.writes == 0
+
+    def _refused(self, restarted: DaemonProcess, index: int) -> bool:
+        """The restarted daemon refused to start while the latch was set, naming it, before
+        touching the arm (no tick log)."""
+        return (
+            restarted.wait(60.0) == 2
+            and "e-stop latched" in restarted.stderr()
+            and not self._restart_log(index).exists()
+        )
+
+    def _cleared(self) -> bool:
+        """The operator's ``robopolicy control --clear-estop`` (run in this process) cleared the
+        latch the daemon had set."""
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            code = robopolicy(
-                ["control", "--clear-estop", "--estop-latch", self.config.estop_latch_path]
-            )
-        cleared = code == 0 and json.loads(out.getvalue())["estop"] == "cleared"
-        return stopped and refused and cleared
+            status = robopolicy(["control", "--clear-estop", "--estop-latch", str(self.latch)])
+        try:
+            record = json.loads(out.getvalue())
+        except ValueError:
+            record = {}
+        return (
+            status == 0
+            and record.get("estop") == "cleared"
+            and (record.get("was") or {}).get("source") == "daemon"
+            and not self.latch.exists()
+        )
 
     def close(self) -> Scorecard:
         """Stop the server and the proxy; the scorecard with the campaign's totals."""

@@ -25,7 +25,8 @@ class ServerProcess:
         self, argv: Sequence[str], *, timeout: float = 60.0, env: dict | None = None
     ) -> None:
         self.argv = list(argv)
-        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (read by stderr())
+        # append mode: the child shares the file's offset, which stderr() moves
+        self.log = tempfile.TemporaryFile(mode="a+")  # noqa: SIM115  (read by stderr())
         self.proc = subprocess.Popen(
             self.argv, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env
         )
@@ -98,24 +99,34 @@ def policy_server(checkpoint: str | Path, *args: str) -> ServerProcess:
 
 
 class DaemonProcess:
-    """``robopolicy control ARGS`` in a subprocess; stdout and stderr go to temp files (a full
-    pipe would stall the loop). :meth:`wait_running` waits for its ``running`` event."""
+    """``robopolicy control ARGS`` in a subprocess (``env``: its environment, default this
+    one's); stdout and stderr go to temp files (a full pipe would stall the loop).
+    :meth:`event` waits for one of the JSON event lines it prints on stderr."""
 
-    def __init__(self, args: Sequence[str]) -> None:
-        self.out = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (read by stdout())
-        self.err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (read by stderr())
+    def __init__(self, args: Sequence[str], *, env: dict[str, str] | None = None) -> None:
+        # append mode: the child shares the files' offsets, which stdout() and stderr() move
+        self.out = tempfile.TemporaryFile(mode="a+")  # noqa: SIM115  (read by stdout())
+        self.err = tempfile.TemporaryFile(mode="a+")  # noqa: SIM115  (read by stderr())
         argv = [*ROBOPOLICY, "control", *args]
-        self.proc = subprocess.Popen(argv, stdout=self.out, stderr=self.err, text=True)
+        self.proc = subprocess.Popen(argv, stdout=self.out, stderr=self.err, text=True, env=env)
+
+    def event(self, name: str, timeout: float = 60.0) -> dict:
+        """The first stderr line ``{"event": name, ...}``, once printed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            exited = self.proc.poll() is not None
+            for line in self.stderr().splitlines():
+                if line.startswith("{") and f'"event": "{name}"' in line:
+                    return json.loads(line)
+            if exited:
+                raise RuntimeError(f"the daemon exited early: {self.stderr()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the daemon did not print {name!r}: {self.stderr()[-2000:]}")
+            time.sleep(0.05)
 
     def wait_running(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if '"event": "running"' in self.stderr():
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the daemon exited early: {self.stderr()[-2000:]}")
-            time.sleep(0.1)
-        raise TimeoutError(f"the daemon did not start: {self.stderr()[-2000:]}")
+        """Wait until the loop runs (its ``running`` event)."""
+        self.event("running", timeout)
 
     def wait(self, timeout: float = 60.0) -> int:
         return int(self.proc.wait(timeout))

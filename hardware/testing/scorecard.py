@@ -40,9 +40,14 @@ class Scorecard:
     server_crashes: int = 0
     """Policy servers that died without being killed on purpose."""
     daemon_crashes: int = 0
-    """Daemon runs that ended in an exception."""
+    """Daemon processes that failed to start, or ended without their run summary or with an
+    exit status other than a run's (0, 3, 4): a crash, a traceback, a kill."""
     unsafe_commands: int = 0
-    """Writes the invariant monitor found non-finite or outside the limits."""
+    """Writes in the daemons' tick logs whose command was non-finite or outside the joint
+    limits or the gripper range (:func:`unsafe_writes`)."""
+    commands_checked: int = 0
+    """Writes the daemons attempted, read from their tick logs; each one checked for
+    :attr:`unsafe_commands`."""
     limit_violations: int = 0
     """Consecutive written commands further apart than the step/velocity bounds allow."""
     bad_values_executed: int = 0
@@ -93,6 +98,7 @@ class Scorecard:
             "bad_inputs": {k: dict(v) for k, v in sorted(self.bad_inputs.items())},
             "harm": self.harm,
             "passed": self.passed,
+            "commands_checked": self.commands_checked,
             "episodes_logged": self.episodes_logged,
             "ticks_logged": self.ticks_logged,
             "sessions": self.sessions,
@@ -121,6 +127,7 @@ class Scorecard:
         lines.append("")
         for name, value in self.harm.items():
             lines.append(f"{name.replace('_', ' '):<22} {value:>8}")
+        lines.append(f"{'commands checked':<22} {self.commands_checked:>8}")
         lines.append(
             f"{'episodes / ticks logged':<22} {self.episodes_logged:>8} {self.ticks_logged:>8}"
         )
@@ -148,3 +155,23 @@ def violations(
         | (planned > limits.arrays["upper"])
     )
     return too_far, int(outside.any(axis=1).sum())
+
+
+def unsafe_writes(
+    ticks: dict[str, np.ndarray], limits: SafetyLimits, tolerance: float = 1e-9
+) -> tuple[int, int]:
+    """From a tick log: (writes, unsafe writes). A tick wrote where its ``write_time`` is
+    known; the write is unsafe when the command the daemon gave the driver (``safe``) is
+    non-finite or outside the joint limits or the gripper range (beyond ``tolerance``), or when
+    what the driver reports it wrote (``sent``) is outside them. (The exit behaviour's ``hold``
+    sends the last command written once more: that command is already here.)"""
+    wrote = np.isfinite(ticks["write_time"])
+    low = np.asarray(limits.action_lower) - tolerance
+    high = np.asarray(limits.action_upper) + tolerance
+    command, sent = ticks["safe"][wrote], ticks["sent"][wrote]
+    unsafe = (
+        ~np.isfinite(command).all(axis=1)
+        | ((command < low) | (command > high)).any(axis=1)
+        | ((sent < low) | (sent > high)).any(axis=1)  # NaN (nothing written) compares False
+    )
+    return int(wrote.sum()), int(unsafe.sum())

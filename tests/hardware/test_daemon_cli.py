@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hardware.commands import TESTING_FAULT_CHANNEL
 from hardware.daemon.config import ControlConfig
 from hardware.daemon.daemon import limits_for
 from hardware.daemon.log import read_ticks
@@ -114,3 +115,14 @@ def test_control_will_not_start_while_the_estop_is_latched(
     assert "clear-estop" in capsys.readouterr().err
     assert cli(["control", "--clear-estop", *latch]) == 0
     assert json.loads(capsys.readouterr().out)["was"]["source"] == "operator"
+
+
+def test_the_testing_fault_channel_never_reaches_a_real_arm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fault campaign's channel into the daemon is refused for any driver but SimArm."""
+    monkeypatch.setenv(TESTING_FAULT_CHANNEL, "1")
+    latch = ["--estop-latch", str(tmp_path / "estop")]
+    real = ["--robot", "ur", "--port", "192.0.2.1"]  # never contacted: refused before connecting
+    assert cli(["control", "--server", "127.0.0.1:9", *real, *latch]) == 2
+    assert "fault channel drives a simulated arm only" in capsys.readouterr().err

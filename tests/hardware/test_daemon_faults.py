@@ -1,6 +1,8 @@
-"""The fault-injection campaign (issue 7, RELIABILITY.md): daemon + SimArm in this process, the
-policy server in its own, a fault proxy on loopback between them; every fault class at least
-five times, and a scorecard whose harm counts must read zero.
+"""The fault-injection campaign (issue 7, RELIABILITY.md): ``robopolicy control`` driving SimArm
+in its own process, the policy server in another, a fault proxy on loopback between them, and
+this test as the director, switching driver faults inside the daemon through the test-only
+fault channel; every fault class at least five times, and a scorecard whose harm counts — read
+from the daemons' tick logs and exit statuses — must be zero.
 
 The campaign is paced by the daemon's recovery, not by a clock (:mod:`hardware.testing.campaign`),
 so a loaded machine makes it slower, not flaky. Set ``ROBOPOLICY_SCORECARD`` to a path to keep
@@ -32,6 +34,7 @@ def test_fault_injection_campaign_scorecard(tmp_path: Path) -> None:
     for kind, counts in card.faults.items():
         assert counts["injected"] == SESSIONS and counts["survived"] == SESSIONS, kind
     assert all(value == 0 for value in card.harm.values()), card.harm
+    assert card.commands_checked > 100 * SESSIONS  # the zero counts come from real writes
     bad = card.bad_inputs
     # every bad chunk the server made was refused, by the server (NaN) or the daemon
     for kind in ("nan_action", "out_of_range_chunk"):

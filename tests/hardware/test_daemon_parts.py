@@ -24,6 +24,7 @@ from hardware.faults import FaultKind
 from hardware.monitor import InvariantMonitor
 from hardware.sim_arm import SimArm, arm6_spec
 from hardware.testing.fault_switch import FaultSwitch
+from hardware.testing.scorecard import unsafe_writes
 from hardware.ur_arm import ur_spec
 from robopolicy.config import ConfigError, apply_overrides
 from robopolicy.serve.client import ServerError
@@ -277,15 +278,38 @@ def test_the_fault_switch_injects_driver_faults_on_command() -> None:
         arm.switch(FaultKind.WRITE_ERROR)
         with pytest.raises(DriverError, match="switched write failure"):
             arm.send_action(CENTER)
+        arm.switch(FaultKind.NAN_STATE)
+        blind = arm.read_state()
+        assert np.isnan(blind.positions).all() and np.isnan(blind.velocities).all()
         arm.switch(FaultKind.ESTOP)
         assert arm.read_state().estopped
         with pytest.raises(EStopError):
             arm.send_action(CENTER)
         assert monitor.writes == 0
-        arm.switch(None)
+        clock.advance(0.05)
+        assert arm.switch(None) == clock.monotonic() == pytest.approx(0.15)  # when it took effect
         arm.send_action(CENTER)
         assert monitor.writes == 1 and not arm.read_state().estopped
-        assert arm.read_state().sensed_at == pytest.approx(0.1, abs=0.003)
+        assert arm.read_state().sensed_at == pytest.approx(0.15, abs=0.003)
         with pytest.raises(ValueError, match="cannot be switched"):
             arm.switch("latency")
-    assert dict(arm.injected) == {"stale": 1, "write_error": 1, "estop": 1}
+    assert dict(arm.injected) == {"stale": 1, "write_error": 1, "nan_state": 1, "estop": 1}
+
+
+def test_unsafe_writes_are_counted_from_a_tick_log() -> None:
+    """The scorecard's unsafe commands: every row that wrote, its command and what was sent."""
+    limits = limits_for(SPEC, ControlConfig())
+    n = 6
+    safe = np.tile(CENTER, (n, 1))
+    safe[1, 0] = np.nan  # a non-finite command handed to the driver
+    safe[2, 2] = limits.upper[2] + 0.1  # beyond a joint limit
+    safe[3, 6] = 1.5  # beyond the gripper's range
+    safe[5, 0] = np.nan  # ... but this row never wrote: not a command emitted
+    sent = safe.copy()
+    sent[1] = sent[5] = np.nan
+    sent[4, 1] = limits.lower[1] - 0.1  # the driver reports writing outside the limits
+    write_time = np.arange(n, dtype=float)
+    write_time[5] = np.nan
+    ticks = {"safe": safe, "sent": sent, "write_time": write_time}
+    assert unsafe_writes(ticks, limits) == (5, 4)
+    assert unsafe_writes({k: v[[0]] for k, v in ticks.items()}, limits) == (1, 0)
