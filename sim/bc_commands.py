@@ -197,8 +197,9 @@ def describe(figures: dict[str, Any]) -> str:
 @command(
     "quickstart",
     help="the main job on the built-in arm-push task: collect imperfect scripted demos, train "
-    "a flow-matching and a diffusion policy, evaluate both, write report.md, curves and videos "
-    "(resumable: run it again with the same --out)",
+    "a flow-matching and a diffusion policy, evaluate both, fine-tune the better one with RL "
+    "(DSRL), serve the best policy, write report.md, curves and videos (resumable: run it again "
+    "with the same --out)",
     args=[
         arg("--out", default="quickstart", help="output directory (default ./quickstart)"),
         arg("--json", action="store_true", help="print one JSON document on stdout"),
@@ -218,6 +219,12 @@ def quickstart_command(args: argparse.Namespace) -> int:
     print(f"report: {result['report']}")
     for kind, figures in result["policies"].items():
         print(f"{kind}: {describe(figures)}")
+    tuned = result["finetuned"]
+    print(f"{tuned['name']} ({tuned['env_steps']} env steps of DSRL): {describe(tuned)}")
+    print(
+        f"fine-tuning: success {result['bc_success']:.1%} -> {result['finetuned_success']:.1%} "
+        f"on the same episodes; serving {result['served_policy']}"
+    )
     serving = result["serving"]
     print(
         f"served {serving['policy']} ({serving['sampler']}, {serving['steps']} steps, "

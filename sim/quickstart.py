@@ -1,4 +1,5 @@
-"""The main job, ``robopolicy quickstart``: demonstrations to evaluated policies on ``arm-push``.
+"""The main job, ``robopolicy quickstart``: demonstrations to a fine-tuned, served policy on
+``arm-push``.
 
 Stages, each resumable (run it again with the same ``--out`` and it continues where it stopped):
 
@@ -8,10 +9,13 @@ Stages, each resumable (run it again with the same ``--out`` and it continues wh
 3. for each policy type (flow matching, diffusion): train with the ``arm-push`` preset into
    ``<out>/<type>/`` (checkpoints, curves), then evaluate its final EMA weights on the same seeds
    with videos of the first episodes (``<out>/<type>/eval.json``, ``<out>/<type>/videos/``);
-4. serve the best policy with ``robopolicy serve --backend auto`` on loopback and measure
-   the latency of batch-1 requests through the client (:mod:`sim.quickstart_serve`,
+4. fine-tune the best of them with DSRL for ``finetune_env_steps`` env steps and evaluate it on
+   the same seeds (:mod:`sim.quickstart_finetune`, ``<out>/<type>-dsrl/``);
+5. serve the better of the fine-tuned and the best cloned policy (the fine-tuned one only when it
+   succeeds more often on the same evaluation episodes) with ``robopolicy serve`` on loopback
+   and measure the latency of batch-1 requests through the client (:mod:`sim.quickstart_serve`,
    ``<out>/serving.json``);
-5. write ``<out>/report.md``, ``<out>/curves.png`` and ``<out>/quickstart.json``.
+6. write ``<out>/report.md``, ``<out>/curves.png`` and ``<out>/quickstart.json``.
 
 Progress goes to stderr throughout (a line per stage, tqdm bars inside stages).
 """
@@ -54,13 +58,30 @@ class QuickstartConfig:
     render_size: tuple[int, int] | None = None
     """(height, width) of the videos (None: the task's default, 240x320)."""
     serve_requests: int = 200
-    """Timed ``infer`` requests to the served best policy (the latency figures)."""
+    """Timed ``infer`` requests to the served policy (the latency figures)."""
+    finetune_env_steps: int = 24_000
+    """Environment steps of DSRL fine-tuning of the best cloned policy, warm-up included."""
+    finetune_overrides: tuple[str, ...] = ()
+    """Overrides of the DSRL config, after :data:`sim.quickstart_finetune.SETTINGS`."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "policies", tuple(self.policies))
+        if not self.policies or not set(self.policies) <= {"flow", "diffusion"}:
+            raise ValueError(f"policies must be flow and/or diffusion, got {self.policies}")
+        for name in ("demos", "eval_episodes", "num_envs", "serve_requests", "finetune_env_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.videos < 0 or self.eval_seed < 0:
+            raise ValueError("videos and eval_seed must be >= 0")
 
     @classmethod
     def tiny(cls) -> QuickstartConfig:
         """A seconds-long run of every stage, for tests."""
         steps = ("max_steps=24", "checkpoint_every=12", "val_every=1", "batch_size=32")
         small = ("policy.denoiser.hidden_dims=[32,32,32]", "schedule.warmup_steps=4")
+        dsrl = ("num_envs=2", "warmup_decisions=16", "batch_size=16", "utd_ratio=1", "base_steps=2")
+        dsrl += ("actor.hidden_dims=[16,16]", "critic_hidden_dims=[16,16]", "log_every=40")
+        dsrl += ("eval_every=80", "checkpoint_every=80")
         return cls(
             demos=6,
             overrides=steps + small,
@@ -69,6 +90,8 @@ class QuickstartConfig:
             videos=1,
             render_size=(48, 64),
             serve_requests=20,
+            finetune_env_steps=160,
+            finetune_overrides=dsrl,
         )
 
 
@@ -78,7 +101,7 @@ def quickstart(out: Path, config: QuickstartConfig = QuickstartConfig()) -> dict
 
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    stages = 2 + len(config.policies) + 2
+    stages = 2 + len(config.policies) + 3
     _stage(1, stages, f"collecting {config.demos} imperfect scripted demonstrations")
     demos = collect(CollectConfig(TASK, out / "demos.zarr", episodes=config.demos, seed=0))
     _stage(2, stages, f"scripted expert on the {config.eval_episodes} evaluation seeds")
@@ -88,10 +111,16 @@ def quickstart(out: Path, config: QuickstartConfig = QuickstartConfig()) -> dict
         _stage(3 + i, stages, f"{kind} policy: train, then evaluate")
         policies[kind] = _train_and_evaluate(out, kind, config)
     best = max(policies, key=lambda k: policies[k]["success_rate"])
-    _stage(stages - 1, stages, f"serving the {best} policy on loopback: latency")
+    _stage(stages - 2, stages, f"fine-tuning {best}: {config.finetune_env_steps} env steps of DSRL")
+    from sim.quickstart_finetune import finetune_stage
+
+    finetuned = finetune_stage(out, best, policies[best], config)
+    better = finetuned["success_rate"] > policies[best]["success_rate"]
+    served = finetuned["name"] if better else best
+    _stage(stages - 1, stages, f"serving the {served} policy on loopback: latency")
     from sim.quickstart_serve import serve_stage
 
-    chosen = {"bc_policy": best, "policies": policies}
+    chosen = {"served_policy": served, "policies": {**policies, finetuned["name"]: finetuned}}
     serving = serve_stage(out, chosen, requests=config.serve_requests)
     _stage(stages, stages, "report")
     result = {
@@ -99,12 +128,16 @@ def quickstart(out: Path, config: QuickstartConfig = QuickstartConfig()) -> dict
         "bc_success": policies[best]["success_rate"],
         "bc_policy": best,
         **{f"{k}_success": f["success_rate"] for k, f in policies.items()},
+        "finetuned_success": finetuned["success_rate"],
+        "finetuned_policy": finetuned["name"],
+        "served_policy": served,
         "policies": policies,
+        "finetuned": finetuned,
         "serving": serving,
         "expert": expert,
         "demos": demos.as_dict(),
         "report": str(out / "report.md"),
-        "curves": str(_plot(out, policies, expert)),
+        "curves": str(_plot(out, policies, finetuned, expert)),
         "seconds": round(time.perf_counter() - started, 1),
     }
     from sim.quickstart_report import write_report
@@ -179,8 +212,14 @@ def _train_and_evaluate(out: Path, kind: str, config: QuickstartConfig) -> dict[
     return figures
 
 
-def _plot(out: Path, policies: dict[str, dict[str, Any]], expert: dict[str, float]) -> Path:
-    """``curves.png``: training and validation loss of every policy, and success rates."""
+def _plot(
+    out: Path,
+    policies: dict[str, dict[str, Any]],
+    finetuned: dict[str, Any],
+    expert: dict[str, float],
+) -> Path:
+    """``curves.png``: training and validation loss of every policy, the fine-tuning curve
+    (success against env steps) and the success rates."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,8 +228,8 @@ def _plot(out: Path, policies: dict[str, dict[str, Any]], expert: dict[str, floa
     from robopolicy.runlog import read_scalars
     from sim.evaluate import wilson_interval
 
-    fig = Figure(figsize=(13, 3.2), dpi=100)
-    axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
+    fig = Figure(figsize=(17, 3.2), dpi=100)
+    axes = [fig.add_subplot(1, 4, i + 1) for i in range(4)]
     for kind in policies:
         rows = read_scalars(out / kind / "scalars.jsonl")
         for ax, key in zip(axes, ("train/loss", "val/loss"), strict=False):
@@ -203,17 +242,31 @@ def _plot(out: Path, policies: dict[str, dict[str, Any]], expert: dict[str, floa
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    names = [*policies, "expert (imperfect)", "expert (clean)"]
-    rates = [f["success_rate"] for f in policies.values()] + [expert["imperfect"], expert["clean"]]
+    rows = read_scalars(Path(finetuned["run"]) / "scalars.jsonl")
+    points = [(r["step"], r["eval/success_rate"]) for r in rows if "eval/success_rate" in r]
+    curve = axes[2]
+    if points:
+        curve.plot(*zip(*points, strict=True), "o-", color="C2", label=finetuned["name"])
+    bc = policies[finetuned["base_policy"]]["success_rate"]
+    curve.axhline(bc, color="0.5", linestyle="--", label=f"{finetuned['base_policy']} (BC)")
+    curve.set_ylim(0, 1)
+    curve.set_title("DSRL fine-tuning: success (DSRL's evaluations)", fontsize=9, loc="left")
+    curve.set_xlabel("env steps")
+    curve.grid(alpha=0.3)
+    curve.legend(fontsize=8)
+    names = [*policies, finetuned["name"], "expert (imperfect)", "expert (clean)"]
+    rates = [f["success_rate"] for f in policies.values()] + [finetuned["success_rate"]]
+    rates += [expert["imperfect"], expert["clean"]]
     n = next(iter(policies.values()))["episodes"]
     intervals = [wilson_interval(round(r * n), n) for r in rates]
     errors = [[r - lo for r, (lo, _) in zip(rates, intervals, strict=True)]]
     errors.append([hi - r for r, (_, hi) in zip(rates, intervals, strict=True)])
-    bars = axes[2]
-    bars.bar(names, rates, yerr=errors, capsize=4, color=["C0", "C1", "0.6", "0.8"][: len(names)])
+    colors = [f"C{i}" for i in range(len(policies))] + ["C2", "0.6", "0.8"]
+    bars = axes[3]
+    bars.bar(names, rates, yerr=errors, capsize=4, color=colors)
     bars.set_ylim(0, 1)
     bars.set_title("success rate (95% Wilson interval)", fontsize=9, loc="left")
-    bars.tick_params(axis="x", labelsize=7)
+    bars.tick_params(axis="x", labelsize=7, labelrotation=15)
     bars.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     path = out / "curves.png"

@@ -1,8 +1,11 @@
-"""The quickstart's last stage: serve its best policy on loopback and measure the latency.
+"""The quickstart's serving stage: serve its chosen policy on loopback and measure the latency.
 
 ``serve_stage(out, result)`` starts a policy server (a subprocess on a free 127.0.0.1 port, the
 inference engine with ``backend="auto"``: the exported ONNX graph where it is faster) on the
-best checkpoint of a quickstart ``result``, sends ``requests`` batch-1 ``infer`` requests through
+checkpoint of ``result["policies"][name]``, where ``name`` is ``result["served_policy"]`` when
+given, else ``result["bc_policy"]``. A DSRL-steered policy is served by its own ``sample``
+(``backend="policy"``): the inference engine runs a denoiser's sampler, and a steered policy's
+latent actor runs before it. The stage sends ``requests`` batch-1 ``infer`` requests through
 the torch-free :class:`~robopolicy.serve.PolicyClient` with real ``arm-push`` observations (one
 episode's reset, To frames) and returns the figures for the report (also written to
 ``<out>/serving.json``)::
@@ -12,7 +15,8 @@ episode's reset, To frames) and returns the figures for the report (also written
 
 ``p50_ms``/``p99_ms`` are client round trips (encode, loopback, queue, inference, reply);
 ``server_inference_p50_ms`` is the server's own inference time, so the difference is the
-server's overhead.
+server's overhead. For a steered policy ``sampler`` reads ``steered ddim`` (or ``steered euler``
+…): the base's deterministic sampler from the actor's latent, ``steps`` of it.
 """
 
 from __future__ import annotations
@@ -50,16 +54,21 @@ def serve_stage(
     backend: str = "auto",
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """Serve the best policy of ``result`` and time ``requests`` requests (module docstring);
+    """Serve the chosen policy of ``result`` and time ``requests`` requests (module docstring);
     ``sampler``/``steps`` default to the policy's own."""
     from robopolicy.atomic import atomic_write_json
     from robopolicy.inference.serving import ServerProcess
+    from robopolicy.policies.checkpoint import read_policy_config
+    from robopolicy.policies.steered import SteeredConfig
     from robopolicy.serve import PolicyClient
 
     if requests < 1:
         raise ValueError(f"requests must be >= 1, got {requests}")
-    kind = result["bc_policy"]
+    kind = result.get("served_policy") or result["bc_policy"]
     checkpoint = Path(result["policies"][kind]["checkpoint"])
+    policy_config = read_policy_config(checkpoint)
+    if isinstance(policy_config, SteeredConfig):
+        backend = "policy"
     options = {"sampler": sampler, "steps": steps, "backend": backend, "threads": threads}
     log.info("serving the %s policy on loopback: %d requests", kind, requests)
     with ServerProcess(checkpoint, **options) as server, PolicyClient(port=server.port) as client:
@@ -73,6 +82,8 @@ def serve_stage(
             _, info = client.infer(obs, timeout_s=30)
             round_trips.append(1e3 * (time.perf_counter() - start))
             inference.append(info["timing"]["inference_ms"])
+    if isinstance(policy_config, SteeredConfig):
+        meta |= _steered_sampler(policy_config)
     figures = {
         "policy": kind,
         "checkpoint": str(checkpoint),
@@ -95,3 +106,12 @@ def serve_stage(
     )
     atomic_write_json(out / "serving.json", figures)
     return figures
+
+
+def _steered_sampler(config: Any) -> dict[str, Any]:
+    """``sampler`` and ``steps`` of a steered policy: its base's deterministic sampler (DDIM
+    with eta 0 for a diffusion base, the flow's integrator) for ``base_steps`` steps."""
+    base = config.base
+    sampler = "ddim" if base.sampler in ("ddpm", "ddim") else base.sampler
+    own = getattr(base, "inference_steps", None) or base.num_inference_steps
+    return {"sampler": f"steered {sampler}", "steps": config.base_steps or own}
