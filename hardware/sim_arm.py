@@ -17,9 +17,15 @@ position and velocity limits come from the model (``sim.arm.Arm``); acceleration
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 
+# isort: off
+import sim  # noqa: F401  (first: it picks the offscreen GL backend before mujoco loads)
+
+# isort: on
 import mujoco
 import numpy as np
 
@@ -150,6 +156,14 @@ class SimArm(Driver):
             for _ in range(int(lag / dt + 1e-9)):
                 mujoco.mj_step(self.model, self.data)
                 self.steps += 1
+
+    @contextlib.contextmanager
+    def physics(self) -> Iterator[tuple[mujoco.MjData, float]]:
+        """The physics caught up with the clock and held still while in use: yields the data
+        and the clock time it belongs to (for renderers such as ``hardware.cameras.sim``)."""
+        with self._lock:
+            self.sync()
+            yield self.data, self._t0 + self.data.time
 
     def _run(self) -> None:
         while not self._stop.wait(0.001):

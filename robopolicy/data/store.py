@@ -12,7 +12,8 @@ either old or new. An append writes the frames first, then the per-episode value
 growing ``meta/episode_ends``: its new chunk is written while the array's shape still hides it, and
 the shape change — one atomic file — is the commit. A process killed at any moment leaves the
 committed episodes intact; frames past the last committed end are ignored by readers and trimmed
-when the store is next opened for appending.
+when the store is next opened for appending. A recorder streams an episode the same way:
+``write_uncommitted`` while recording, then ``commit_uncommitted`` or ``discard_uncommitted``.
 """
 
 from __future__ import annotations
@@ -313,11 +314,52 @@ class EpisodeStore:
         frames = {k: np.asarray(v) for k, v in frames.items()}
         length = check_episode(self.path, frames, episode=self.n_episodes)
         self._check_keys(frames)
-        start = self.n_frames
         for key, value in frames.items():
-            arr = self._ensure_array(key, value, (specs or {}).get(key))
-            arr.resize((start + length, *arr.shape[1:]))
-            arr[start:] = value
+            self.write_uncommitted(key, 0, value, spec=(specs or {}).get(key))
+        return self.commit_uncommitted(length, episode_meta=episode_meta)
+
+    def write_uncommitted(
+        self, key: str, offset: int, values: np.ndarray, *, spec: ArraySpec | None = None
+    ) -> None:
+        """Write ``values`` (n, *shape) at frames ``[n_frames + offset, ... + n)`` of ``key``.
+
+        The frames stay invisible to readers until :meth:`commit_uncommitted`, so an episode can
+        be streamed to disk while it is recorded. ``spec`` lays out a key not stored yet.
+        """
+        self._require_writable()
+        values = np.asarray(values)
+        arr = self._ensure_array(key, values, spec)
+        if values.shape[1:] != arr.shape[1:] or values.dtype != arr.dtype:
+            raise DataError(
+                self.path,
+                f"frame shape/dtype {values.shape[1:]}/{values.dtype} differs from the "
+                f"store's {arr.shape[1:]}/{arr.dtype}",
+                key=key,
+            )
+        start = self.n_frames + offset
+        stop = start + values.shape[0]
+        if arr.shape[0] < stop:
+            arr.resize((stop, *arr.shape[1:]))
+        arr[start:stop] = values
+
+    def commit_uncommitted(
+        self, length: int, *, episode_meta: Mapping[str, float | int] | None = None
+    ) -> int:
+        """Commit the first ``length`` uncommitted frames of every key as one episode; return
+        its index. Every key must hold them; the per-episode values go to ``meta/<name>``."""
+        self._require_writable()
+        start = self.n_frames
+        if length < 1:
+            raise DataError(self.path, f"episode {self.n_episodes} is empty")
+        for key, arr in self._data_arrays():
+            if arr.shape[0] < start + length:
+                raise DataError(
+                    self.path,
+                    f"episode {self.n_episodes} has {arr.shape[0] - start} of {length} frames",
+                    key=key,
+                )
+            if arr.shape[0] > start + length:
+                arr.resize((start + length, *arr.shape[1:]))
         meta = self._group["meta"]
         for name, value in (episode_meta or {}).items():
             if name == EPISODE_ENDS:
@@ -337,6 +379,11 @@ class EpisodeStore:
             arr[self.n_episodes] = value
         self._commit(start + length)
         return self.n_episodes - 1
+
+    def discard_uncommitted(self) -> None:
+        """Drop every frame and per-episode value past the last commit."""
+        self._require_writable()
+        self._trim_uncommitted()
 
     def _check_keys(self, frames: Mapping[str, np.ndarray]) -> None:
         if not self.n_episodes:
