@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import importlib
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from hardware.clock import SYSTEM_CLOCK, Clock
-from robopolicy.config import did_you_mean
+from hardware.registry import LazyRegistry
 from robopolicy.errors import RobopolicyError
 
 
@@ -260,16 +259,17 @@ class DriverWrapper(Driver):
 
 # -- registry ----------------------------------------------------------------------------------
 
-DRIVER_MODULES: dict[str, str] = {
-    "sim": "hardware.sim_arm",
-    "feetech": "hardware.servo_arm",
-    "dynamixel": "hardware.servo_arm",
-    "ur": "hardware.ur_arm",
-    "xarm": "hardware.xarm_arm",
-}
-"""Where each built-in driver lives; its module is imported the first time it is asked for."""
-
-_DRIVERS: dict[str, type[Driver]] = {}
+DRIVERS: LazyRegistry[Driver] = LazyRegistry(
+    "driver",
+    {
+        "sim": "hardware.sim_arm",
+        "feetech": "hardware.servo_arm",
+        "dynamixel": "hardware.servo_arm",
+        "ur": "hardware.ur_arm",
+        "xarm": "hardware.xarm_arm",
+    },
+    DriverError,
+)
 D = TypeVar("D", bound=type[Driver])
 
 
@@ -277,10 +277,8 @@ def register_driver(name: str) -> Callable[[D], D]:
     """Class decorator: make a driver available as ``make_driver(name, ...)``."""
 
     def decorate(cls: D) -> D:
-        if name in _DRIVERS and _DRIVERS[name] is not cls:
-            raise ValueError(f"driver {name!r} is already registered by {_DRIVERS[name]}")
+        DRIVERS.add(name, cls)
         cls.name = name
-        _DRIVERS[name] = cls
         return cls
 
     return decorate
@@ -288,16 +286,12 @@ def register_driver(name: str) -> Callable[[D], D]:
 
 def driver_names() -> tuple[str, ...]:
     """Every known driver name (built-in and registered), without importing any SDK."""
-    return tuple(sorted(set(DRIVER_MODULES) | set(_DRIVERS)))
+    return DRIVERS.names()
 
 
 def driver_class(name: str) -> type[Driver]:
     """The driver class registered as ``name``, importing its module on demand."""
-    if name not in _DRIVERS and name in DRIVER_MODULES:
-        importlib.import_module(DRIVER_MODULES[name])
-    if name not in _DRIVERS:
-        raise DriverError(f"unknown driver {name!r}{did_you_mean(name, driver_names())}")
-    return _DRIVERS[name]
+    return DRIVERS.get(name)
 
 
 def make_driver(name: str, **kwargs: Any) -> Driver:

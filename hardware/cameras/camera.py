@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import importlib
 import math
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
@@ -23,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from hardware.clock import SYSTEM_CLOCK, Clock
-from robopolicy.config import did_you_mean
+from hardware.registry import LazyRegistry
 from robopolicy.errors import RobopolicyError
 
 
@@ -145,13 +144,11 @@ class Camera(abc.ABC):
 
 # -- registry ----------------------------------------------------------------------------------
 
-CAMERA_MODULES: dict[str, str] = {
-    "opencv": "hardware.cameras.opencv",
-    "sim": "hardware.cameras.sim",
-}
-"""Where each built-in camera lives; its module is imported the first time it is asked for."""
-
-_CAMERAS: dict[str, type[Camera]] = {}
+CAMERAS: LazyRegistry[Camera] = LazyRegistry(
+    "camera kind",
+    {"opencv": "hardware.cameras.opencv", "sim": "hardware.cameras.sim"},
+    CameraError,
+)
 C = TypeVar("C", bound=type[Camera])
 
 
@@ -159,10 +156,8 @@ def register_camera(kind: str, config_class: type[CameraConfig]) -> Callable[[C]
     """Class decorator: build cameras of ``kind`` from ``config_class`` configs."""
 
     def decorate(cls: C) -> C:
-        if kind in _CAMERAS and _CAMERAS[kind] is not cls:
-            raise ValueError(f"camera kind {kind!r} is already registered by {_CAMERAS[kind]}")
+        CAMERAS.add(kind, cls)
         config_class.kind = kind
-        _CAMERAS[kind] = cls
         return cls
 
     return decorate
@@ -170,16 +165,12 @@ def register_camera(kind: str, config_class: type[CameraConfig]) -> Callable[[C]
 
 def camera_kinds() -> tuple[str, ...]:
     """Every known camera kind, without importing any of them."""
-    return tuple(sorted(set(CAMERA_MODULES) | set(_CAMERAS)))
+    return CAMERAS.names()
 
 
 def camera_class(kind: str) -> type[Camera]:
     """The camera class registered as ``kind``, importing its module on demand."""
-    if kind not in _CAMERAS and kind in CAMERA_MODULES:
-        importlib.import_module(CAMERA_MODULES[kind])
-    if kind not in _CAMERAS:
-        raise CameraError(f"unknown camera kind {kind!r}{did_you_mean(kind, camera_kinds())}")
-    return _CAMERAS[kind]
+    return CAMERAS.get(kind)
 
 
 def make_camera(config: CameraConfig, **kwargs: Any) -> Camera:

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from robopolicy.config import did_you_mean
+from hardware.registry import LazyRegistry
 from robopolicy.errors import RobopolicyError
 
 
@@ -141,15 +141,16 @@ class TeleopDevice(abc.ABC):
 
 # -- registry ----------------------------------------------------------------------------------
 
-DEVICE_MODULES: dict[str, str] = {
-    "keyboard": "hardware.teleop.keyboard",
-    "gamepad": "hardware.teleop.gamepad",
-    "spacemouse": "hardware.teleop.spacemouse",
-    "leader": "hardware.teleop.leader",
-}
-"""Where each built-in device lives; its module is imported the first time it is asked for."""
-
-_DEVICES: dict[str, type[TeleopDevice]] = {}
+DEVICES: LazyRegistry[TeleopDevice] = LazyRegistry(
+    "teleop device",
+    {
+        "keyboard": "hardware.teleop.keyboard",
+        "gamepad": "hardware.teleop.gamepad",
+        "spacemouse": "hardware.teleop.spacemouse",
+        "leader": "hardware.teleop.leader",
+    },
+    DeviceError,
+)
 T = TypeVar("T", bound=type[TeleopDevice])
 
 
@@ -157,10 +158,8 @@ def register_device(name: str) -> Callable[[T], T]:
     """Class decorator: make a device available as ``make_device(name, ...)``."""
 
     def decorate(cls: T) -> T:
-        if name in _DEVICES and _DEVICES[name] is not cls:
-            raise ValueError(f"teleop device {name!r} is already registered by {_DEVICES[name]}")
+        DEVICES.add(name, cls)
         cls.name = name
-        _DEVICES[name] = cls
         return cls
 
     return decorate
@@ -168,16 +167,12 @@ def register_device(name: str) -> Callable[[T], T]:
 
 def device_names() -> tuple[str, ...]:
     """Every known device name (built-in and registered), without importing any SDK."""
-    return tuple(sorted(set(DEVICE_MODULES) | set(_DEVICES)))
+    return DEVICES.names()
 
 
 def device_class(name: str) -> type[TeleopDevice]:
     """The device class registered as ``name``, importing its module on demand."""
-    if name not in _DEVICES and name in DEVICE_MODULES:
-        importlib.import_module(DEVICE_MODULES[name])
-    if name not in _DEVICES:
-        raise DeviceError(f"unknown teleop device {name!r}{did_you_mean(name, device_names())}")
-    return _DEVICES[name]
+    return DEVICES.get(name)
 
 
 def make_device(name: str, **kwargs: Any) -> TeleopDevice:

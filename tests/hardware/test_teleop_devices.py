@@ -103,4 +103,4 @@ def test_registry_names_and_refusals() -> None:
     finally:
         from hardware.teleop import device as registry
 
-        registry._DEVICES.pop("test-null")
+        registry.DEVICES.entries.pop("test-null")
