@@ -40,7 +40,16 @@ class Algorithm:
 
 
 ALGORITHMS: dict[str, Algorithm] = {}
-_INFRASTRUCTURE = {"advantages", "bc", "offpolicy", "registry", "rollout", "runs", "value"}
+_INFRASTRUCTURE = {
+    "advantages",
+    "bc",
+    "dsrl_config",
+    "offpolicy",
+    "registry",
+    "rollout",
+    "runs",
+    "value",
+}
 
 
 def register_algorithm(
