@@ -101,20 +101,25 @@ def gae(
 
 def batch_advantages(
     batch: RolloutBatch,
-    rewards: Tensor,
     values_of: Callable[[Obs], Tensor],
     *,
     gamma: float,
     lam: float,
+    scaler: RewardScaler | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(T, N) advantages, λ-returns and values of a batch.
+    """(T·N,) advantages, λ-returns and values of a batch, flattened decision-major.
 
     Args:
         batch: the rollouts.
-        rewards: (T, N, n) the batch's rewards, possibly scaled.
         values_of: V over a leading axis of observations, ``{key: (B, To, ...)} -> (B,)``.
         gamma, lam: per environment step.
+        scaler: divides the rewards by its running std of the discounted return (and updates
+            it) when given.
     """
+    rewards = batch.rewards
+    if scaler is not None:
+        scaled = scaler(rewards.cpu(), batch.executed.cpu(), batch.dones.cpu())
+        rewards = scaled.to(rewards.device)
     t, n = batch.num_decisions, batch.num_envs
     values = values_of({k: v.flatten(0, 1) for k, v in batch.obs.items()}).view(t, n)
     last = values_of(batch.next_obs)
@@ -122,7 +127,7 @@ def batch_advantages(
     after = bootstrap_values(values, last, batch.terminated, batch.truncated, final)
     ended = batch.terminated | batch.truncated
     advantages, returns = gae(rewards, batch.executed, values, after, ended, gamma, lam)
-    return advantages, returns, values
+    return advantages.flatten(), returns.flatten(), values.flatten()
 
 
 def normalize(x: Tensor, eps: float = 1e-8) -> Tensor:

@@ -91,8 +91,6 @@ pi0 and Transport runs use, touches the base only to act.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import logging
 import math
 import time
 from collections import defaultdict
@@ -102,23 +100,17 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
-from robopolicy.config import to_dict
 from robopolicy.errors import RobopolicyError
 from robopolicy.policies.base import Policy
-from robopolicy.policies.checkpoint import load_policy, read_card
+from robopolicy.policies.checkpoint import load_policy
 from robopolicy.policies.steered import SteeredPolicy
 from robopolicy.rl.advantages import discounted_chunk_rewards
 from robopolicy.rl.dsrl_config import RESUMABLE_CHANGES, DSRLConfig
 from robopolicy.rl.offpolicy import QEnsemble, ReplayBuffer
 from robopolicy.rl.registry import register_algorithm
 from robopolicy.rl.rollout import Act, ActFn, Obs, RolloutBatch, RolloutFactory
-from robopolicy.rl.runs import RunDir
-from robopolicy.runlog import RunLog
-
-log = logging.getLogger(__name__)
-
+from robopolicy.rl.session import RunResult, RunSession, origin_card, torch_threads
 
 # -- what the replay buffer keeps of a decision ---------------------------------------------------
 
@@ -151,29 +143,6 @@ def replay_rows(
 # -- the run -----------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class DSRLResult:
-    """What :func:`train` did."""
-
-    out: Path
-    checkpoint: Path
-    env_steps: int
-    decisions: int
-    updates: int
-    seconds: float
-    eval_before: dict[str, float]
-    eval_after: dict[str, float]
-    timing: dict[str, float]
-    """Seconds spent, summed over the run: ``actor`` (the actor or the warm-up draws while
-    acting), ``base`` (the base's sampling while acting), ``env`` (the collector: stepping the
-    envs), ``replay`` (storing decisions), ``update`` (SAC updates), ``eval`` (evaluations)."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()
-        }
-
-
 def train(
     config: DSRLConfig,
     base: Policy | None,
@@ -182,16 +151,17 @@ def train(
     *,
     card: dict[str, Any] | None = None,
     progress: bool = True,
-) -> DSRLResult:
+) -> RunResult:
     """Steer ``base`` (a policy with a deterministic ``sample(obs, noise=...)``) with DSRL into
     ``out``, resuming from its ``latest`` checkpoint when there is one (then ``base`` may be
-    None: the checkpoint holds it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.torch_threads)
-    try:
+    None: the checkpoint holds it).
+
+    The result's ``extra``: ``decisions`` and ``updates`` (counts), and ``timing``: seconds spent,
+    summed over the run: ``actor`` (the actor or the warm-up draws while acting), ``base`` (the
+    base's sampling while acting), ``env`` (the collector: stepping the envs), ``replay``
+    (storing decisions), ``update`` (SAC updates), ``eval`` (evaluations)."""
+    with torch_threads(config.torch_threads):
         return _train(config, base, rollouts, Path(out), dict(card or {}), progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(
@@ -201,38 +171,22 @@ def _train(
     out: Path,
     card: dict[str, Any],
     progress: bool,
-) -> DSRLResult:
-    started = time.perf_counter()
-    run = RunDir(out, keep_last=config.keep_checkpoints)
-    run.check_config(to_dict(config), may_change=RESUMABLE_CHANGES)
+) -> RunResult:
+    session = RunSession("dsrl", out, config, RESUMABLE_CHANGES, SteeredPolicy)
+    state = session.state
+    if session.finished:
+        counts = ("decisions", "updates", "timing")
+        return session.result(**{key: state[key] for key in counts})
     device = torch.device(config.device)
 
-    # -- the steered policy, and where we start ----------------------------------------------
-    latest, state = run.latest(), None
+    # -- the steered policy --------------------------------------------------------------------
     torch.manual_seed(config.seed)
-    if latest is not None:
-        loaded, state = RunDir.load(latest, device=config.device)
-        if not isinstance(loaded, SteeredPolicy):
-            raise RobopolicyError(f"{latest} holds a {type(loaded).__name__}, not a steered one")
-        steered = loaded
-        log.info("resuming %s at %d env steps", latest, state["env_steps"])
+    if session.policy is not None:
+        steered = session.policy
     elif base is None:
         raise RobopolicyError("dsrl needs a base policy (a diffusion or flow checkpoint)")
     else:
         steered = SteeredPolicy.around(base, config.actor, config.base_steps)
-    if state is not None and int(state["env_steps"]) >= config.total_env_steps:
-        log.info("%s has trained %d env steps already: nothing to do", out, state["env_steps"])
-        return DSRLResult(
-            out=out,
-            checkpoint=latest,
-            env_steps=int(state["env_steps"]),
-            decisions=int(state["decisions"]),
-            updates=int(state["updates"]),
-            seconds=float(state["elapsed_s"]),
-            eval_before=dict(state["eval_before"]),
-            eval_after=dict(state["eval_after"]),
-            timing=dict(state["timing"]),
-        )
     steered = steered.to(device).train()
     actor, frozen, c = steered.actor, steered.base, steered.config
     bound, latent_dim = c.actor.noise_bound, c.latent_dim
@@ -259,9 +213,8 @@ def _train(
     )
     buffer = ReplayBuffer(config.buffer_size, feature_dim, latent_dim, device)
     generator = torch.Generator(device).manual_seed(config.seed)
-    env_steps = decisions = updates = episodes_ended = 0
-    elapsed, timing = 0.0, dict.fromkeys(("actor", "base", "env", "replay", "update", "eval"), 0.0)
-    eval_before: dict[str, float] = {}
+    decisions = updates = episodes_ended = 0
+    timing = dict.fromkeys(("actor", "base", "env", "replay", "update", "eval"), 0.0)
     if state is not None:
         critic.load_state_dict(state["critic"])
         target.load_state_dict(state["target"])
@@ -270,27 +223,12 @@ def _train(
             log_alpha.copy_(state["log_alpha"])
         buffer.load_state_dict(state["replay"])
         generator.set_state(state["generator"])
-        env_steps, decisions = int(state["env_steps"]), int(state["decisions"])
-        updates, episodes_ended = int(state["updates"]), int(state["episodes"])
-        elapsed, timing = float(state["elapsed_s"]), dict(state["timing"])
-        eval_before = dict(state["eval_before"])
-    runlog = RunLog(out)
-    runlog.truncate(env_steps)
+        decisions, updates = int(state["decisions"]), int(state["updates"])
+        episodes_ended, timing = int(state["episodes"]), dict(state["timing"])
     critic_params, target_params = list(critic.parameters()), list(target.parameters())
 
-    collector = rollouts.collector(
-        num_envs=config.num_envs,
-        n_obs_steps=c.n_obs_steps,
-        n_action_steps=ta,
-        seed=config.seed + episodes_ended,  # the training seeds go on where they stopped
-    )
-    evaluate = rollouts.evaluator(
-        episodes=config.eval_episodes,
-        n_obs_steps=c.n_obs_steps,
-        n_action_steps=ta,
-        seed=config.eval_seed,
-        num_envs=config.eval_envs,
-    )
+    # the training seeds go on where they stopped
+    collector, evaluate = session.rollouts(rollouts, c, seed=config.seed + episodes_ended)
     try:
         # -- acting ------------------------------------------------------------------------------
         watch: dict[str, list[float]] = defaultdict(list)
@@ -348,12 +286,6 @@ def _train(
             timing["eval"] += time.perf_counter() - tick
             return figures
 
-        if not eval_before:
-            draws = torch.Generator(device).manual_seed(config.eval_seed)
-            eval_before = evaluation(act_base(draws))
-            runlog.scalars(env_steps, {f"eval/{k}": v for k, v in eval_before.items()})
-        eval_after = dict(state["eval_after"]) if state else dict(eval_before)
-
         # -- SAC updates -------------------------------------------------------------------------
         losses: dict[str, list[Tensor]] = defaultdict(list)
 
@@ -398,11 +330,9 @@ def _train(
 
         def save() -> Path:
             tree = {
-                "env_steps": env_steps,
                 "decisions": decisions,
                 "updates": updates,
                 "episodes": episodes_ended,
-                "elapsed_s": elapsed + time.perf_counter() - started,
                 "timing": timing,
                 "critic": critic.state_dict(),
                 "target": target.state_dict(),
@@ -410,30 +340,16 @@ def _train(
                 "log_alpha": log_alpha.detach(),
                 "replay": buffer.state_dict(),
                 "generator": generator.get_state(),
-                "eval_before": eval_before,
-                "eval_after": eval_after,
             }
-            meta = {
-                **card,
-                "algorithm": "dsrl",
-                "env_steps": env_steps,
-                "eval": eval_after,
-                "eval_base": eval_before,
-            }
-            return run.save(env_steps, steered, tree, meta)
+            meta = card | {"eval_base": session.eval_before}
+            return session.save(steered, tree, meta, index=session.env_steps)
 
         # -- the loop ----------------------------------------------------------------------------
-        bar = tqdm(
-            total=config.total_env_steps,
-            initial=min(env_steps, config.total_env_steps),
-            desc="dsrl",
-            unit="step",
-            disable=not progress,
-        )
-        checkpoint = latest
+        draws = torch.Generator(device).manual_seed(config.eval_seed)
+        session.start(lambda: evaluation(act_base(draws)), progress=progress)
         ended: dict[str, list[Tensor]] = defaultdict(list)
-        marks = {"log": env_steps, "eval": env_steps, "checkpoint": env_steps}
-        while env_steps < config.total_env_steps:
+        marks = dict.fromkeys(("log", "eval", "checkpoint"), session.env_steps)
+        while session.running:
             tick = time.perf_counter()
             acted = timing["actor"] + timing["base"]
             batch = collector.collect(act, config.decisions_per_iteration)
@@ -441,7 +357,8 @@ def _train(
             tock = time.perf_counter()
             buffer.add(replay_rows(batch, steered.features, config))
             timing["replay"] += time.perf_counter() - tock
-            env_steps += batch.env_steps
+            session.collected(batch.env_steps)
+            env_steps = session.env_steps
             episodes_ended += int(batch.episodes["return"].numel())
             for key, value in batch.episodes.items():
                 ended[key].append(value)
@@ -451,52 +368,36 @@ def _train(
                 update(n)
                 updates += n
                 timing["update"] += time.perf_counter() - tock
-            bar.update(min(batch.env_steps, config.total_env_steps - bar.n))
 
-            # log, evaluate, checkpoint
-            final = env_steps >= config.total_env_steps
+            # log, evaluate, checkpoint (every so many env steps)
+            final = session.final
             scalars: dict[str, float] = {}
             if final or env_steps - marks["log"] >= config.log_every:
                 marks["log"] = env_steps
                 scalars |= _training_figures(ended, losses, watch, log_alpha, buffer.size)
                 total = sum(timing.values())
                 scalars |= {f"time/{k}_share": v / total for k, v in timing.items() if total}
-                seconds = elapsed + time.perf_counter() - started
-                scalars |= {"time/env_steps_per_s": env_steps / seconds, "train/updates": updates}
+                scalars |= {
+                    "time/env_steps_per_s": env_steps / session.seconds,
+                    "train/updates": updates,
+                }
                 for record in (ended, losses, watch):
                     record.clear()
             if final or (config.eval_every and env_steps - marks["eval"] >= config.eval_every):
                 marks["eval"] = env_steps
-                eval_after = evaluation(act_steered)
-                scalars |= {f"eval/{k}": v for k, v in eval_after.items()}
-                bar.set_postfix(success=f"{eval_after.get('success_rate', math.nan):.2f}")
-            if scalars:
-                runlog.scalars(env_steps, scalars)
+                scalars |= session.evaluated(evaluation(act_steered))
+            session.log(batch.env_steps, scalars)
             if final or (
                 config.checkpoint_every
                 and env_steps - marks["checkpoint"] >= config.checkpoint_every
             ):
                 marks["checkpoint"] = env_steps
-                checkpoint = save()
-        bar.close()
-        if checkpoint is None:  # a budget of 0 more steps on a fresh run
-            checkpoint = save()
-        runlog.plot(title=f"DSRL {card.get('task', '')}".strip())
-        runlog.close()
+                save()
+        session.close(save, task=card.get("task"))
     finally:
         collector.close()
         evaluate.close()
-    return DSRLResult(
-        out=out,
-        checkpoint=checkpoint,
-        env_steps=env_steps,
-        decisions=decisions,
-        updates=updates,
-        seconds=elapsed + time.perf_counter() - started,
-        eval_before=eval_before,
-        eval_after=eval_after,
-        timing=timing,
-    )
+    return session.result(decisions=decisions, updates=updates, timing=timing)
 
 
 def _training_figures(
@@ -552,15 +453,9 @@ def finetune(
                 f"{checkpoint} is already a steered policy: steer its base checkpoint, or run "
                 "again with its run's --out to resume"
             )
-        origin = {
-            "data": read_card(checkpoint).get("data"),
-            "base_checkpoint": str(Path(checkpoint).resolve()),
-        }
-    else:  # a resume: the run's own checkpoints say what they steer
-        latest = RunDir(out).latest() if Path(out).is_dir() else None
-        if latest is None:
-            raise RobopolicyError("dsrl needs a base policy checkpoint to steer, not 'scratch'")
-        origin = {key: read_card(latest).get(key) for key in ("data", "base_checkpoint")}
-    card = {**card, **origin}
+    card = {
+        **card,
+        **origin_card(checkpoint, out, "dsrl", "a base policy checkpoint (diffusion or flow)"),
+    }
     result = train(config, base, rollouts, out, card=card, progress=progress)
     return result.as_dict()

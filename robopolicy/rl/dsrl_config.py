@@ -12,8 +12,8 @@ from robopolicy.policies.steered import LatentActorConfig
 
 @dataclasses.dataclass
 class DSRLConfig:
-    """Everything a DSRL run needs besides the task and the base checkpoint (module docstring
-    for the defaults' sources)."""
+    """Everything a DSRL run needs besides the task and the base checkpoint
+    (:mod:`robopolicy.rl.dsrl` for the defaults' sources)."""
 
     # -- budget and collection ---------------------------------------------------------------
     total_env_steps: int = 1_000_000

@@ -31,16 +31,13 @@ clip (0.01), a target KL, a critic warm-up and a fixed data normalizer: all are 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from tqdm import tqdm
 
-from robopolicy.config import to_dict
 from robopolicy.errors import RobopolicyError
 from robopolicy.policies.checkpoint import load_policy, read_card
 from robopolicy.policies.gaussian import GaussianPolicy, GaussianPolicyConfig
@@ -55,11 +52,9 @@ from robopolicy.rl.advantages import (
 from robopolicy.rl.bc import behaviour_clone
 from robopolicy.rl.registry import register_algorithm
 from robopolicy.rl.rollout import Act, Obs, RolloutFactory
-from robopolicy.rl.runs import RunDir, episode_figures, iteration_of
-from robopolicy.rl.value import ValueConfig, ValueNetwork
-from robopolicy.runlog import RunLog
-
-log = logging.getLogger(__name__)
+from robopolicy.rl.runs import episode_figures
+from robopolicy.rl.session import RunResult, RunSession, mean, torch_threads
+from robopolicy.rl.value import ValueConfig, ValueNetwork, value_loss
 
 
 @dataclasses.dataclass
@@ -191,24 +186,6 @@ RESUMABLE_CHANGES = (
 """Config fields a resumed run may change (extending the budget, say)."""
 
 
-@dataclasses.dataclass
-class PPOResult:
-    """What :func:`train` did."""
-
-    out: Path
-    checkpoint: Path
-    iterations: int
-    env_steps: int
-    seconds: float
-    eval_before: dict[str, float]
-    eval_after: dict[str, float]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()
-        }
-
-
 # -- the run ----------------------------------------------------------------------------------
 
 
@@ -220,18 +197,14 @@ def train(
     policy: GaussianPolicy | None = None,
     card: dict[str, Any] | None = None,
     progress: bool = True,
-) -> PPOResult:
+) -> RunResult:
     """Train with PPO into ``out``, resuming from its ``latest`` checkpoint when there is one.
 
     ``policy`` (e.g. loaded from a checkpoint) is the starting point; without it the run
     behaviour-clones on ``config.bc_data`` when set, else starts from scratch.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.torch_threads)
-    try:
+    with torch_threads(config.torch_threads):
         return _train(config, rollouts, Path(out), policy, dict(card or {}), progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(
@@ -241,23 +214,17 @@ def _train(
     policy: GaussianPolicy | None,
     card: dict[str, Any],
     progress: bool,
-) -> PPOResult:
-    started = time.perf_counter()
-    run = RunDir(out, keep_last=config.keep_checkpoints)
-    run.check_config(to_dict(config), may_change=RESUMABLE_CHANGES)
+) -> RunResult:
+    session = RunSession("ppo", out, config, RESUMABLE_CHANGES, GaussianPolicy)
+    if session.finished:
+        return session.result()
     device = torch.device(config.device)
 
     # -- the policy, and where we start --------------------------------------------------------
-    latest, state = run.latest(), None
+    state = session.state
     torch.manual_seed(config.seed)
-    if latest is not None:
-        loaded, state = RunDir.load(latest, device=config.device)
-        if not isinstance(loaded, GaussianPolicy):
-            raise RobopolicyError(
-                f"{latest} holds a {type(loaded).__name__}, not a gaussian policy"
-            )
-        policy, scratch = loaded, bool(state["scratch"])
-        log.info("resuming %s at iteration %d", latest, state["iteration"])
+    if state is not None:
+        policy, scratch = session.policy, bool(state["scratch"])
     elif policy is None and config.bc_data:
         policy = behaviour_clone(
             config.policy,
@@ -271,32 +238,7 @@ def _train(
         scratch = False
     else:
         scratch = policy is None
-    c = policy.config if policy is not None else config.policy
-    iteration = int(state["iteration"]) if state else 0
-    if state is not None and int(state["env_steps"]) >= config.total_env_steps:
-        log.info("%s has trained %d env steps already: nothing to do", out, state["env_steps"])
-        return PPOResult(
-            out=out,
-            checkpoint=latest,
-            iterations=iteration,
-            env_steps=int(state["env_steps"]),
-            seconds=float(state["elapsed_s"]),
-            eval_before=dict(state["eval_before"]),
-            eval_after=dict(state["eval_after"]),
-        )
-    collector = rollouts.collector(
-        num_envs=config.num_envs,
-        n_obs_steps=c.n_obs_steps,
-        n_action_steps=c.n_action_steps,
-        seed=config.seed + 1000 * config.num_envs * iteration,  # fresh episodes after a resume
-    )
-    evaluate = rollouts.evaluator(
-        episodes=config.eval_episodes,
-        n_obs_steps=c.n_obs_steps,
-        n_action_steps=c.n_action_steps,
-        seed=config.eval_seed,
-        num_envs=config.eval_envs,
-    )
+    collector, evaluate = session.rollouts(rollouts, policy.config if policy else config.policy)
     try:
         if policy is None:
             spec = collector.spec
@@ -327,8 +269,6 @@ def _train(
         scaler = RewardScaler(config.num_envs, config.gamma, clip=config.reward_clip)
         obs_stats = {k: RunningMeanStd(c.shapes[k]) for k in c.obs_keys}
         generator = torch.Generator().manual_seed(config.seed)
-        env_steps, elapsed = 0, 0.0
-        eval_before: dict[str, float] = {}
         if state is not None:
             value.load_state_dict(state["value"])
             optimizer.load_state_dict(state["optimizer"])
@@ -336,10 +276,6 @@ def _train(
             for key, stats in obs_stats.items():
                 stats.load_state_dict(state["obs_stats"][key])
             generator.set_state(state["generator"])
-            env_steps, elapsed = int(state["env_steps"]), float(state["elapsed_s"])
-            eval_before = dict(state["eval_before"])
-        runlog = RunLog(out)
-        runlog.truncate(env_steps)
 
         # -- acting ------------------------------------------------------------------------------
         def act(obs: Obs) -> Act:
@@ -370,42 +306,24 @@ def _train(
             policy.train()
             return figures
 
-        if not eval_before:
-            eval_before = evaluation()
-            runlog.scalars(env_steps, {f"eval/{k}": v for k, v in eval_before.items()})
-        eval_after = dict(state["eval_after"]) if state else dict(eval_before)
-
         def save() -> Path:
             tree = {
-                "iteration": iteration,
-                "env_steps": env_steps,
-                "elapsed_s": elapsed + time.perf_counter() - started,
                 "scratch": scratch,
                 "value": value.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "reward_stats": scaler.stats.state_dict(),
                 "obs_stats": {k: s.state_dict() for k, s in obs_stats.items()},
                 "generator": generator.get_state(),
-                "eval_before": eval_before,
-                "eval_after": eval_after,
             }
-            meta = {**card, "algorithm": "ppo", "env_steps": env_steps, "eval": eval_after}
-            return run.save(iteration, policy, tree, meta)
+            return session.save(policy, tree, card)
 
         # -- the loop ----------------------------------------------------------------------------
+        session.start(evaluation, progress=progress)
         minibatch = math.ceil(config.num_envs * config.n_steps / config.num_minibatches)
-        bar = tqdm(
-            total=config.total_env_steps,
-            initial=min(env_steps, config.total_env_steps),
-            desc="ppo",
-            unit="step",
-            disable=not progress,
-        )
-        checkpoint = latest
-        while env_steps < config.total_env_steps:
+        while session.running:
             tick = time.perf_counter()
             horizon = config.anneal_steps or config.total_env_steps
-            frac = max(0.0, 1.0 - env_steps / horizon) if config.anneal_lr else 1.0
+            frac = max(0.0, 1.0 - session.env_steps / horizon) if config.anneal_lr else 1.0
             optimizer.param_groups[0]["lr"] = config.learning_rate * frac
             optimizer.param_groups[1]["lr"] = config.value_learning_rate * frac
 
@@ -414,29 +332,22 @@ def _train(
             batch = collector.collect(act, config.n_steps).to(device)
             policy.train()
             collected = time.perf_counter()
-            env_steps += batch.env_steps
-            iteration += 1
+            session.collected(batch.env_steps)
 
             # 2-3. rewards, values, advantages
-            rewards = batch.rewards
-            if config.reward_scaling:
-                rewards = scaler(batch.rewards.cpu(), batch.executed.cpu(), batch.dones.cpu()).to(
-                    device
-                )
             advantages, returns, values = batch_advantages(
                 batch,
-                rewards,
                 lambda obs: value.batched(obs, policy.normalizer),
                 gamma=config.gamma,
                 lam=config.gae_lambda,
+                scaler=scaler if config.reward_scaling else None,
             )
 
             # 4. minibatch epochs
             obs = {k: batch.obs[k].flatten(0, 1) for k in c.obs_keys}
             actions = batch.extras["action"].flatten(0, 1)
             old_log_prob = batch.extras["log_prob"].flatten(0, 1)
-            advantages, returns, values = advantages.flatten(), returns.flatten(), values.flatten()
-            warmup = iteration <= config.critic_warmup_iterations
+            warmup = session.iteration <= config.critic_warmup_iterations
             stats: dict[str, list[float]] = {"policy": [], "value": [], "kl": [], "clipfrac": []}
             stopped = False
             for _ in range(config.update_epochs):
@@ -453,31 +364,22 @@ def _train(
                     adv = normalize(advantages[rows]) if config.norm_adv else advantages[rows]
                     clipped = ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)
                     policy_loss = torch.max(-adv * ratio, -adv * clipped).mean()
-                    new_value = value(mb_obs, policy.normalizer)
-                    value_loss = (new_value - returns[rows]).pow(2)
-                    if config.clip_value is not None:
-                        delta = (new_value - values[rows]).clamp(
-                            -config.clip_value, config.clip_value
-                        )
-                        value_loss = torch.max(
-                            value_loss, (values[rows] + delta - returns[rows]).pow(2)
-                        )
-                    value_loss = 0.5 * value_loss.mean()
-                    if warmup:
-                        loss = config.vf_coef * value_loss
-                    else:
-                        loss = (
-                            policy_loss
-                            - config.ent_coef * policy.entropy()
-                            + config.vf_coef * value_loss
-                        )
+                    critic_loss = value_loss(
+                        value(mb_obs, policy.normalizer),
+                        returns[rows],
+                        old=values[rows],
+                        clip=config.clip_value,
+                    )
+                    loss = config.vf_coef * critic_loss
+                    if not warmup:
+                        loss = loss + policy_loss - config.ent_coef * policy.entropy()
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     params = [p for group in optimizer.param_groups for p in group["params"]]
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                     optimizer.step()
                     stats["policy"].append(float(policy_loss.detach()))
-                    stats["value"].append(float(value_loss.detach()))
+                    stats["value"].append(float(critic_loss.detach()))
                     stats["kl"].append(approx_kl)
                     stats["clipfrac"].append(
                         float(((ratio - 1).abs() > config.clip_coef).float().mean())
@@ -492,7 +394,6 @@ def _train(
                 policy.normalizer = with_running_stats(policy.normalizer, obs_stats).to(device)
 
             # 6. log, evaluate, checkpoint
-            mean = lambda xs: sum(xs) / len(xs) if xs else math.nan  # noqa: E731
             seconds = time.perf_counter() - tick
             scalars = episode_figures(batch) | {
                 "loss/policy": mean(stats["policy"]),
@@ -509,33 +410,16 @@ def _train(
                 "time/iteration_s": seconds,
                 "time/collect_s": collected - tick,
             }
-            final = env_steps >= config.total_env_steps
-            if final or (config.eval_every and iteration % config.eval_every == 0):
-                eval_after = evaluation()
-                scalars |= {f"eval/{k}": v for k, v in eval_after.items()}
-            runlog.scalars(env_steps, scalars)
-            bar.update(min(batch.env_steps, config.total_env_steps - bar.n))
-            shown = scalars.get("train/episode_return", math.nan)
-            bar.set_postfix(ret=f"{shown:.1f}", eval=f"{eval_after.get('return', math.nan):.1f}")
-            if final or (config.checkpoint_every and iteration % config.checkpoint_every == 0):
-                checkpoint = save()
-        bar.close()
-        if checkpoint is None:  # a budget already met by a fresh run's first evaluation
-            checkpoint = save()
-        runlog.plot(title=f"PPO {card.get('task', '')}".strip())
-        runlog.close()
+            if session.due(config.eval_every):
+                scalars |= session.evaluated(evaluation())
+            session.log(batch.env_steps, scalars)
+            if session.due(config.checkpoint_every):
+                save()
+        session.close(save, task=card.get("task"))
     finally:
         collector.close()
         evaluate.close()
-    return PPOResult(
-        out=out,
-        checkpoint=checkpoint,
-        iterations=iteration_of(checkpoint),
-        env_steps=env_steps,
-        seconds=elapsed + time.perf_counter() - started,
-        eval_before=eval_before,
-        eval_after=eval_after,
-    )
+    return session.result()
 
 
 # -- ``robopolicy finetune --algo ppo`` ----------------------------------------------------------

@@ -40,16 +40,6 @@ class Algorithm:
 
 
 ALGORITHMS: dict[str, Algorithm] = {}
-_INFRASTRUCTURE = {
-    "advantages",
-    "bc",
-    "dsrl_config",
-    "offpolicy",
-    "registry",
-    "rollout",
-    "runs",
-    "value",
-}
 
 
 def register_algorithm(
@@ -71,7 +61,7 @@ def load_algorithms() -> dict[str, Algorithm]:
     import robopolicy.rl
 
     for module in pkgutil.iter_modules(robopolicy.rl.__path__):
-        if module.name not in _INFRASTRUCTURE and not module.name.startswith("_"):
+        if not module.name.startswith("_"):
             importlib.import_module(f"robopolicy.rl.{module.name}")
     return ALGORITHMS
 

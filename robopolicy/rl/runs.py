@@ -17,7 +17,6 @@ and plain values (:func:`robopolicy.train.state.save_tree`): safetensors plus JS
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -86,14 +85,6 @@ class RunDir:
         """The policy and trainer state of checkpoint ``path``."""
         policy = load_policy(path, device=device)
         return policy, load_tree(path / STATE_DIR, "state")
-
-
-def iteration_of(path: Path) -> int:
-    """The iteration number in a checkpoint directory's name."""
-    match = re.search(r"(\d+)$", path.name)
-    if match is None:
-        raise ValueError(f"not a checkpoint directory: {path}")
-    return int(match.group(1))
 
 
 def episode_figures(batch: RolloutBatch) -> dict[str, float]:

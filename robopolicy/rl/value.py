@@ -80,3 +80,15 @@ class ValueNetwork(nn.Module):
             for i in range(0, n, batch_size)
         ]
         return torch.cat(out) if out else torch.zeros(0)
+
+
+def value_loss(
+    new: Tensor, returns: Tensor, *, old: Tensor | None = None, clip: float | None = None
+) -> Tensor:
+    """``0.5 · mean((V − R)²)``; with ``clip``, PPO's pessimistic clipped form around the
+    collected values ``old`` (the larger of the plain and the clipped error, per element)."""
+    loss = (new - returns).pow(2)
+    if clip is not None:
+        clipped = old + (new - old).clamp(-clip, clip)
+        loss = torch.max(loss, (clipped - returns).pow(2))
+    return 0.5 * loss.mean()

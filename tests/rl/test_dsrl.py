@@ -37,12 +37,7 @@ from tests.rl.test_ppo import point_rollouts
 WINDOW = dict(n_obs_steps=2, horizon=4, n_action_steps=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def point_base(kind: str) -> FlowPolicy | DiffusionPolicy:
@@ -223,10 +218,10 @@ def test_warmup_gaussian_latents_then_bounded_sac_and_a_frozen_base(tmp_path, ki
     before = {k: v.clone() for k, v in base.state_dict().items()}
     config = tiny_config(decisions_per_iteration=3, seed=5)
     first = train(config, base, point_rollouts(), tmp_path / "run", progress=False)
-    assert first.updates > 0 and first.decisions >= 60
+    assert first.extra["updates"] > 0 and first.extra["decisions"] >= 60
     state = load_tree(first.checkpoint / "trainer_state", "state")
     stored = state["replay"]["w"]
-    assert stored.shape == (first.decisions, 8)
+    assert stored.shape == (first.extra["decisions"], 8)
     gen = torch.Generator().manual_seed(5)  # the run's generator: warm-up draws come first
     warmup = torch.cat([torch.randn((2, 8), generator=gen) for _ in range(20)])
     assert torch.equal(stored[:40], warmup.clamp(-1.5, 1.5))
@@ -246,11 +241,11 @@ def test_warmup_gaussian_latents_then_bounded_sac_and_a_frozen_base(tmp_path, ki
     # resume: the buffer, counters and curves go on where the checkpoint left them
     again = train(tiny_config(decisions_per_iteration=3, seed=5, total_env_steps=200), None,
                   point_rollouts(), tmp_path / "run", progress=False)  # fmt: skip
-    assert again.env_steps >= 200 and again.updates > first.updates
+    assert again.env_steps >= 200 and again.extra["updates"] > first.extra["updates"]
     assert again.eval_before == first.eval_before
     resumed = load_tree(again.checkpoint / "trainer_state", "state")
-    assert int(resumed["replay"]["size"]) == again.decisions
-    assert torch.equal(resumed["replay"]["w"][: first.decisions], stored)
+    assert int(resumed["replay"]["size"]) == again.extra["decisions"]
+    assert torch.equal(resumed["replay"]["w"][: first.extra["decisions"]], stored)
     steps = [row["step"] for row in read_scalars(tmp_path / "run" / "scalars.jsonl")]
     assert steps == sorted(set(steps)) and steps[-1] == again.env_steps
     with pytest.raises(ConfigError, match="gamma"):

@@ -1,0 +1,526 @@
+"""Benchmark RL fine-tuning: PPO, DPPO, FPO and DSRL from the same cloned policies and budget.
+
+    python scripts/bench_finetune.py [--tasks arm-push,hopper] [--algos ppo,dppo,fpo,dsrl]
+                                     [--out out/bench_finetune] [--smoke] [--quiet] [--json]
+    .venv-rs/bin/python scripts/bench_finetune.py --tasks robosuite-lift   # robosuite's venv
+
+Per task, once: demonstrations, then behaviour cloning of the policy kinds the chosen
+algorithms start from. Then per algorithm, one ``robopolicy finetune`` run (the registered entry
+point, :mod:`robopolicy.rl.registry`) from that checkpoint, with the task's env-step budget,
+evaluated before and after on the same episodes (seeds 100000 …):
+
+- ``dppo`` and ``dsrl`` start from the diffusion checkpoint (DSRL steers it, frozen), ``fpo`` from
+  the flow checkpoint (trained on the same demonstrations), ``ppo`` clones a Gaussian MLP on the
+  same demonstrations (its own BC, the classic baseline) and fine-tunes that.
+- ``arm-push``: 200 imperfect scripted demonstrations, the ``arm-push`` preset (10k BC steps);
+  80,000 env steps per algorithm (the budget of the DPPO and FPO fine-tuning tests); success over
+  50 episodes.
+- ``robosuite-lift``: 100 imperfect scripted demonstrations; DPPO's robomimic window (To 1,
+  Tp 4, Ta 4; 20 diffusion steps, the last 10 fine-tuned); 20,000 env steps per algorithm (the
+  simulator runs ~120 steps/s per core); success over 20 episodes, an episode ending at success.
+  Needs robosuite (its own venv, ``.venv-rs``); skipped with a message elsewhere.
+- ``hopper`` (Hopper-v5): 200 episodes of ``robopolicy medium --task hopper``; DPPO's Hopper
+  settings (To 1, Tp 4, Ta 4, 512³ MLP, 20 diffusion steps, the last 10 fine-tuned; 40 envs ×
+  500 decisions = 80,000 env steps per iteration, also for PPO and FPO); 240,000 env steps (3
+  iterations) per algorithm; return over 10 episodes.
+
+Sized for about an hour on 2 idle cores (estimates from measured rates: arm-push ~4 min of data
+and BC + ~12 min of fine-tuning, Lift ~3 + ~18, Hopper ~10 + ~15; DSRL is the slowest per env
+step, its updates dominate; not yet measured as a whole). A row's ``seconds`` is its run's
+wall-clock, its evaluations included. ``--smoke`` runs every stage with tiny sizes (a few
+hundred env steps per row) into ``<out>/smoke`` to check the script, never the figures.
+
+Resumable: data, BC runs and RL runs continue where they stopped, and a row whose result file
+(``<out>/<profile>/<task>/<algo>.json``) matches its settings is not run again. Curves: each run
+directory's ``scalars.jsonl``, ``curves.png`` and TensorBoard, and ``<task>/curves.png`` with
+every algorithm's training and evaluation metric against env steps. Prints the table, or one
+JSON document with ``--json`` (progress on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from robopolicy.atomic import atomic_write_json
+from robopolicy.rl.dppo_config import ARM_PUSH as DPPO_PUSH
+from sim.quickstart_finetune import SETTINGS as DSRL_PUSH
+
+log = logging.getLogger("bench_finetune")
+ALGOS = ("ppo", "dppo", "fpo", "dsrl")
+STARTS_FROM = {"ppo": "diffusion", "dppo": "diffusion", "fpo": "flow", "dsrl": "diffusion"}
+"""The BC checkpoint each algorithm gets (PPO reads only its demonstrations, from the card)."""
+EVAL_SEED = 100_000
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskBench:
+    """One task's row group: its data, its cloned policies, the budget and every algorithm's
+    settings."""
+
+    task: str
+    """Registered task name."""
+    metric: str
+    """The evaluation figure compared: ``success_rate`` or ``return``."""
+    demos: str
+    """``scripted`` (the task's imperfect scripted expert) or ``medium`` (:mod:`sim.medium`)."""
+    episodes: int
+    """Demonstration episodes."""
+    env_steps: int
+    """Fine-tuning budget of every algorithm, in env steps."""
+    eval_episodes: int
+    """Evaluation episodes before and after (seeds ``EVAL_SEED …``), for every algorithm."""
+    eval_envs: int
+    """Envs evaluating in parallel."""
+    bc: Mapping[str, tuple[str, ...]]
+    """Overrides of the ``arm-push`` BC preset per policy kind (``flow``, ``diffusion``)."""
+    algos: Mapping[str, tuple[str, ...]]
+    """Overrides of each algorithm's config (after the budget and the evaluation)."""
+    task_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Options of the task while fine-tuning and evaluating (e.g. ending at success)."""
+    medium_budget: int | None = None
+    """``medium`` data only: env steps of the PPO run that makes it (None: ``robopolicy
+    medium``'s default for the task)."""
+    medium_overrides: tuple[str, ...] = ()
+    """``medium`` data only: overrides of that PPO run."""
+    needs: str | None = None
+    """A module the task needs beyond the base install (skipped with a message without it)."""
+
+    def __post_init__(self) -> None:
+        if self.metric not in ("success_rate", "return"):
+            raise ValueError(f"metric must be success_rate or return, got {self.metric!r}")
+        if self.demos not in ("scripted", "medium"):
+            raise ValueError(f"demos must be scripted or medium, got {self.demos!r}")
+        for name in ("episodes", "env_steps", "eval_episodes", "eval_envs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if set(self.bc) != {"flow", "diffusion"} or set(self.algos) != set(ALGOS):
+            raise ValueError("bc needs flow and diffusion, algos every one of " + ", ".join(ALGOS))
+
+
+_DPPO_WINDOW = ("policy.n_obs_steps=1", "policy.horizon=4", "policy.n_action_steps=4")
+"""DPPO's window on Hopper and robomimic: one observation, chunks of 4, all executed."""
+_PPO_FINETUNE = (
+    "learning_rate=1e-4",
+    "value_learning_rate=1e-3",
+    "update_epochs=5",
+    "num_minibatches=4",
+    "clip_coef=0.1",
+    "target_kl=0.05",
+)
+"""PPO from a cloned Gaussian: small, early-stopped steps, so it does not unlearn the BC."""
+
+
+def _bc(*overrides: str, diffusion_steps: int | None = None) -> dict[str, tuple[str, ...]]:
+    """BC overrides of both kinds; the diffusion policy's K when ``diffusion_steps`` is given."""
+    steps = () if diffusion_steps is None else (f"policy.num_train_timesteps={diffusion_steps}",)
+    return {"flow": overrides, "diffusion": (*overrides, *steps)}
+
+
+TASKS = {
+    "arm-push": TaskBench(
+        task="arm-push",
+        metric="success_rate",
+        demos="scripted",
+        episodes=200,
+        env_steps=80_000,
+        eval_episodes=50,
+        eval_envs=10,
+        bc=_bc(),
+        algos={
+            # evaluations every ~16k env steps (1,600 per PPO iteration, 2,560 per FPO's)
+            "ppo": (
+                *_PPO_FINETUNE,
+                "num_envs=8",
+                "n_steps=50",
+                "critic_warmup_iterations=2",
+                "eval_every=10",
+                "checkpoint_every=10",
+            ),
+            "dppo": (  # tests/rl/test_dppo.py's settings (5,120 env steps an iteration)
+                *(f"{key}={value}" for key, value in DPPO_PUSH.items()),
+                "eval_every=3",
+                "checkpoint_every=3",
+            ),
+            # FPO: its defaults were tuned on arm-push (robopolicy.rl.fpo); DSRL: the quickstart's
+            "fpo": ("eval_every=6", "checkpoint_every=6"),
+            "dsrl": (*DSRL_PUSH, "eval_every=16000", "checkpoint_every=16000"),
+        },
+    ),
+    "robosuite-lift": TaskBench(
+        task="robosuite-lift",
+        metric="success_rate",
+        demos="scripted",
+        episodes=100,
+        env_steps=20_000,
+        eval_episodes=20,
+        eval_envs=10,
+        bc=_bc(*_DPPO_WINDOW, "max_steps=8000", "checkpoint_every=8000", diffusion_steps=20),
+        algos={
+            # evaluations only before and after (robosuite is slow); 2,000 env steps an iteration
+            "ppo": (
+                *_PPO_FINETUNE,
+                "num_envs=10",
+                "n_steps=50",
+                "critic_warmup_iterations=2",
+                "eval_every=0",
+                "checkpoint_every=2",
+            ),
+            "dppo": (  # DPPO's robomimic settings, sized to the budget
+                "num_envs=10",
+                "n_steps=50",
+                "update_epochs=10",
+                "clip_ploss_coef_base=0.001",
+                "gamma=0.999",
+                "batch_size=2500",
+                "critic_warmup_iterations=2",
+                "eval_every=0",
+                "checkpoint_every=2",
+            ),
+            "fpo": (
+                "num_envs=10",
+                "n_steps=50",
+                "gamma=0.999",
+                "eval_stochastic=false",
+                "eval_every=0",
+                "checkpoint_every=2",
+            ),
+            "dsrl": (*DSRL_PUSH, "eval_every=0", "checkpoint_every=5000"),  # 0/1 success, as push
+        },
+        task_kwargs={"terminate_on_success": True},
+        needs="robosuite",
+    ),
+    "hopper": TaskBench(
+        task="hopper",
+        metric="return",
+        demos="medium",
+        episodes=200,
+        env_steps=240_000,
+        eval_episodes=10,
+        eval_envs=10,
+        bc=_bc(
+            *_DPPO_WINDOW,
+            "policy.denoiser.hidden_dims=[512,512,512]",  # DPPO's Hopper MLP
+            "policy.denoiser.time_embed_dim=16",
+            "max_steps=5000",
+            "checkpoint_every=5000",
+            diffusion_steps=20,
+        ),
+        algos={
+            # 80,000 env steps an iteration: evaluate and checkpoint after each
+            "ppo": (
+                *_PPO_FINETUNE,
+                "num_envs=40",
+                "n_steps=500",
+                "eval_every=1",
+                "checkpoint_every=1",
+            ),
+            "dppo": ("eval_every=1", "checkpoint_every=1"),  # the defaults are DPPO's Hopper
+            "fpo": (
+                "num_envs=40",
+                "n_steps=500",
+                "critic_warmup_iterations=0",
+                "eval_every=1",
+                "checkpoint_every=1",
+            ),
+            "dsrl": (
+                "num_envs=8",
+                "utd_ratio=0.5",
+                "warmup_decisions=2000",
+                "eval_every=80000",
+                "checkpoint_every=80000",
+            ),
+        },
+    ),
+}
+"""The full table (module docstring for the budgets)."""
+
+SMOKE_BC = (
+    "max_steps=20",
+    "checkpoint_every=20",
+    "val_every=10",
+    "batch_size=32",
+    "policy.denoiser.hidden_dims=[32,32,32]",
+    "schedule.warmup_steps=2",
+)
+SMOKE_ALGOS = {
+    "ppo": ("num_envs=2", "n_steps=16", "num_minibatches=2", "update_epochs=1", "bc_epochs=1"),
+    "dppo": ("num_envs=2", "n_steps=8", "batch_size=16", "update_epochs=1"),
+    "fpo": ("num_envs=2", "n_steps=8", "num_minibatches=2", "update_epochs=1"),
+    "dsrl": (
+        "num_envs=2",
+        "warmup_decisions=16",
+        "batch_size=16",
+        "utd_ratio=1",
+        "actor.hidden_dims=[16,16]",
+        "critic_hidden_dims=[16,16]",
+    ),
+}
+"""``--smoke``: one or two iterations of tiny networks, no critic warm-up."""
+
+
+def smoke(bench: TaskBench) -> TaskBench:
+    """``bench`` with tiny sizes everywhere (``--smoke``)."""
+    no_warmup = ("critic_warmup_iterations=0",)
+    algos = {a: (*bench.algos[a], *SMOKE_ALGOS[a]) for a in ALGOS}
+    algos |= {a: (*algos[a], *no_warmup) for a in ("ppo", "dppo", "fpo")}
+    return dataclasses.replace(
+        bench,
+        episodes=3,
+        env_steps=256,
+        eval_episodes=2,
+        eval_envs=2,
+        bc={kind: (*overrides, *SMOKE_BC) for kind, overrides in bench.bc.items()},
+        algos=algos,
+        medium_budget=2048,
+        medium_overrides=("eval_episodes=1", "eval_envs=1"),
+    )
+
+
+# -- stages ---------------------------------------------------------------------------------------
+
+
+def prepare_data(bench: TaskBench, root: Path, progress: bool) -> dict[str, Any]:
+    """The task's demonstrations in ``root`` (created or resumed); a report with ``path``."""
+    if bench.demos == "scripted":
+        from sim.collect import CollectConfig, collect
+
+        path = root / "demos.zarr"
+        config = CollectConfig(bench.task, path, episodes=bench.episodes, seed=0)
+        return {"path": str(path), **collect(config, progress=progress).as_dict()}
+    from sim.medium import MediumConfig, medium
+
+    path = root / "medium.zarr"
+    config = MediumConfig(
+        task=bench.task,
+        out=path,
+        budget_steps=bench.medium_budget,
+        episodes=bench.episodes,
+        overrides=bench.medium_overrides,
+    )
+    return {"path": str(path), **medium(config, progress=progress)}
+
+
+def train_bc(bench: TaskBench, kind: str, data: str, root: Path) -> dict[str, Any]:
+    """Behaviour-clone ``kind`` on ``data`` into ``root/bc-<kind>`` (resumed when there)."""
+    from robopolicy.config import apply_overrides
+    from robopolicy.train.presets import get_preset
+    from robopolicy.train.trainer import Trainer
+
+    config = get_preset("arm-push", policy=kind, data=data)
+    config = apply_overrides(config, ["num_threads=1", *bench.bc[kind]])
+    card = {"task": bench.task, "command": "scripts/bench_finetune.py"}
+    result = Trainer(config, card=card).fit(root / f"bc-{kind}", resume=True)
+    checkpoint = Path(result.latest).resolve()
+    return {"checkpoint": str(checkpoint), "step": result.step, "seconds": result.seconds}
+
+
+def row_settings(bench: TaskBench, algo: str) -> list[str]:
+    """The ``key=value`` config of one row: budget, the shared evaluation, the task's settings."""
+    return [
+        f"total_env_steps={bench.env_steps}",
+        f"eval_episodes={bench.eval_episodes}",
+        f"eval_envs={bench.eval_envs}",
+        f"eval_seed={EVAL_SEED}",
+        *bench.algos[algo],
+    ]
+
+
+def run_row(
+    bench: TaskBench, algo: str, checkpoint: str, root: Path, progress: bool
+) -> dict[str, Any]:
+    """Fine-tune ``checkpoint`` with ``algo`` into ``root/<algo>`` (resumed when there)."""
+    from robopolicy.config import apply_overrides
+    from robopolicy.rl.registry import get_algorithm
+    from sim.rollout import SimRollouts
+
+    algorithm = get_algorithm(algo)
+    settings = row_settings(bench, algo)
+    config = apply_overrides(algorithm.config(), settings)
+    rollouts = SimRollouts(bench.task, task_kwargs=dict(bench.task_kwargs))
+    card = {"task": bench.task, "command": "scripts/bench_finetune.py"}
+    out = root / algo
+    report = algorithm.run(
+        config, checkpoint=checkpoint, rollouts=rollouts, out=out, card=card, progress=progress
+    )
+    before, after = report["eval_before"], report["eval_after"]
+    return {
+        "task": bench.task,
+        "algo": algo,
+        "policy": "gaussian" if algo == "ppo" else STARTS_FROM[algo],
+        "metric": bench.metric,
+        "before": before[bench.metric],
+        "after": after[bench.metric],
+        "env_steps": report["env_steps"],
+        "seconds": report["seconds"],
+        "eval_episodes": bench.eval_episodes,
+        "eval_before": before,
+        "eval_after": after,
+        "bc_checkpoint": checkpoint,
+        "checkpoint": report["checkpoint"],
+        "curves": str(out / "curves.png"),
+        "settings": settings,
+    }
+
+
+def plot_task(root: Path, bench: TaskBench, algos: list[str]) -> Path:
+    """``root/curves.png``: the training episodes' and the evaluations' metric of every
+    algorithm against env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from robopolicy.runlog import read_scalars
+
+    train_key = "train/success_rate" if bench.metric == "success_rate" else "train/episode_return"
+    keys = (train_key, f"eval/{bench.metric}")
+    fig = Figure(figsize=(11, 3.4), dpi=100)
+    axes = [fig.add_subplot(1, 2, i + 1) for i in range(2)]
+    for algo in algos:
+        rows = read_scalars(root / algo / "scalars.jsonl")
+        for ax, key in zip(axes, keys, strict=True):
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), "o-" if "eval" in key else "-", label=algo)
+    for ax, key in zip(axes, keys, strict=True):
+        ax.set_title(f"{bench.task}: {key}", fontsize=9, loc="left")
+        ax.set_xlabel("env steps")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = root / "curves.png"
+    fig.savefig(path)
+    return path
+
+
+def bench_task(
+    bench: TaskBench, algos: list[str], root: Path, progress: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """Every stage of one task: (preparation report, rows, failed algorithms)."""
+    root.mkdir(parents=True, exist_ok=True)
+    log.info("%s: demonstrations (%d episodes, %s)", bench.task, bench.episodes, bench.demos)
+    data = prepare_data(bench, root, progress)
+    prepared: dict[str, Any] = {"data": data, "bc": {}}
+    for kind in sorted({STARTS_FROM[a] for a in algos}):
+        log.info("%s: behaviour cloning (%s)", bench.task, kind)
+        prepared["bc"][kind] = train_bc(bench, kind, data["path"], root)
+    rows, failed = [], []
+    for algo in algos:
+        path = root / f"{algo}.json"
+        if path.exists():
+            row = json.loads(path.read_text(encoding="utf-8"))
+            if row["settings"] == row_settings(bench, algo):
+                log.info("%s %s: done before", bench.task, algo)
+                rows.append(row)
+                continue
+        log.info("%s %s: %d env steps", bench.task, algo, bench.env_steps)
+        checkpoint = prepared["bc"][STARTS_FROM[algo]]["checkpoint"]
+        try:
+            row = run_row(bench, algo, checkpoint, root, progress)
+        except Exception:  # one broken algorithm must not cost the other rows of an hour's run
+            log.error("%s %s failed:\n%s", bench.task, algo, traceback.format_exc())
+            failed.append(algo)
+            continue
+        atomic_write_json(path, row)
+        rows.append(row)
+    if rows:
+        prepared["curves"] = str(plot_task(root, bench, [r["algo"] for r in rows]))
+    return prepared, rows, failed
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def _names(text: str, known: tuple[str, ...] | list[str], what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise SystemExit(f"unknown {what} {unknown or text!r}; choose from {', '.join(known)}")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
+    parser.add_argument("--algos", default=",".join(ALGOS), help="comma-separated algorithms")
+    parser.add_argument("--out", default="out/bench_finetune", help="where everything goes")
+    parser.add_argument("--smoke", action="store_true", help="tiny budgets: checks the script")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's import notice
+    tasks = _names(args.tasks, list(TASKS), "task")
+    algos = _names(args.algos, ALGOS, "algorithm")
+    profile = "smoke" if args.smoke else "full"
+    started = time.perf_counter()
+    document: dict[str, Any] = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+        "profile": profile,
+        "tasks": {},
+        "skipped": {},
+        "failed": {},
+        "rows": [],
+    }
+    for name in tasks:
+        bench = smoke(TASKS[name]) if args.smoke else TASKS[name]
+        if bench.needs and importlib.util.find_spec(bench.needs) is None:
+            reason = (
+                f"{bench.needs} is not installed in this Python ({sys.executable}); run "
+                f".venv-rs/bin/python scripts/bench_finetune.py --tasks {name}"
+            )
+            log.warning("%s: skipped: %s", name, reason)
+            document["skipped"][name] = reason
+            continue
+        root = Path(args.out) / profile / name
+        prepared, rows, failed = bench_task(bench, algos, root, not args.quiet)
+        document["tasks"][name] = {
+            "env_steps": bench.env_steps,
+            "eval_episodes": bench.eval_episodes,
+            **prepared,
+        }
+        document["rows"] += rows
+        if failed:
+            document["failed"][name] = failed
+    document["seconds"] = round(time.perf_counter() - started, 1)
+    if args.json:
+        json.dump(document, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_table(document)
+    return 1 if document["failed"] else 0
+
+
+def print_table(document: dict[str, Any]) -> None:
+    """The rows of ``document`` as a plain-text table."""
+    head = f"{'task':<15} {'algo':<5} {'from':<9} {'metric':<12} {'before':>8} {'after':>8}"
+    print(head + f" {'env steps':>10} {'seconds':>8}  curves")
+    for row in document["rows"]:
+        digits = 2 if row["metric"] == "success_rate" else 1
+        print(
+            f"{row['task']:<15} {row['algo']:<5} {row['policy']:<9} {row['metric']:<12} "
+            f"{row['before']:>8.{digits}f} {row['after']:>8.{digits}f} {row['env_steps']:>10} "
+            f"{row['seconds']:>8.0f}  {row['curves']}"
+        )
+    for name, reason in document["skipped"].items():
+        print(f"{name}: skipped ({reason})")
+    for name, failed in document["failed"].items():
+        print(f"{name}: failed: {', '.join(failed)} (tracebacks above)")
+    print(f"profile {document['profile']}; {document['seconds']} s in all; {document['machine']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
