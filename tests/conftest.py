@@ -1,11 +1,14 @@
-"""Shared fixtures: the real Push-T data when it is present, and a headless environment."""
+"""Shared fixtures: the real Push-T data when it is present, one torch thread, and a headless
+environment."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("SVT_LOG", "1")
@@ -21,3 +24,13 @@ def pusht_zarr() -> Path:
     if not (path / "meta" / "episode_ends").exists():
         pytest.skip(f"Push-T data not found at {path} (set ROBOPOLICY_PUSHT_ZARR to its path)")
     return path
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    tiny networks run fastest so, and least disturbed by other jobs on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,13 +22,7 @@ from tests.policies.make_fixtures import WINDOW, toy_data, toy_policy, toy_store
 HAS_DIFFUSERS = importlib.util.find_spec("diffusers") is not None
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest (and least disturbed by other jobs) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------- scheduler math

@@ -17,14 +17,7 @@ from robopolicy.policies.build import make_policy
 from robopolicy.policies.flow import FlowConfig, FlowPolicy
 from tests.policies.make_fixtures import WINDOW, toy_data, toy_policy, toy_store
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest (and least disturbed by other jobs) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_overfits_four_windows():
