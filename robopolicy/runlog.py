@@ -66,29 +66,30 @@ class RunLog:
         self._file = self.path.open("a", encoding="utf-8")
 
     def plot(self, path: str | Path | None = None, *, title: str = "") -> Path:
-        """Write a PNG with one panel per scalar group (the name's prefix before ``/``)."""
+        """Write a PNG with one small panel per scalar, grouped by the name's prefix (before
+        ``/``) in reading order: each curve gets its own axis, so a success rate is never
+        flattened beside a return or a counter."""
         import matplotlib
 
         matplotlib.use("Agg")
         from matplotlib.figure import Figure
 
         path = Path(path or self.out_dir / CURVES)
-        groups: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(dict)
-        for name, points in self.history().items():
-            groups[name.split("/")[0] if "/" in name else "scalars"][name] = points
-        n = max(1, len(groups))
-        fig = Figure(figsize=(8, 2.6 * n), dpi=100)
-        for i, (group, series) in enumerate(sorted(groups.items())):
-            ax = fig.add_subplot(n, 1, i + 1)
-            for name, points in sorted(series.items()):
-                steps, values = zip(*points, strict=True)
-                ax.plot(steps, values, label=name, marker="." if len(points) < 30 else None)
-            ax.set_title(group, fontsize=9, loc="left")
+        series = sorted(self.history().items(), key=lambda item: (item[0].split("/")[0], item[0]))
+        columns = min(3, max(1, len(series)))
+        rows = max(1, math.ceil(len(series) / columns))
+        fig = Figure(figsize=(4 * columns, 2.4 * rows + (0.4 if title else 0)), dpi=100)
+        for i, (name, points) in enumerate(series):
+            ax = fig.add_subplot(rows, columns, i + 1)
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, marker="." if len(points) < 30 else None)
+            ax.set_title(name, fontsize=9, loc="left")
+            ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="best")
+            if i >= len(series) - columns:
+                ax.set_xlabel("step", fontsize=8)
         if title:
             fig.suptitle(title, fontsize=10)
-        fig.axes[-1].set_xlabel("step") if fig.axes else None
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path)
