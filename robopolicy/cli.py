@@ -16,6 +16,7 @@ import importlib
 import importlib.metadata
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -101,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
+    # what was asked, for checkpoint cards (not sys.argv: main may be called in-process)
+    args.command_line = shlex.join(["robopolicy", *argv])
     if extra:
         # ``key=value`` config overrides may come after the options (argparse stops a nargs="*"
         # positional at the first option)

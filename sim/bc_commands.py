@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +64,7 @@ def train_command(args: argparse.Namespace) -> int:
             f"best_metric: evaluations report no {config.best_metric!r}"
             f"{did_you_mean(config.best_metric, EVAL_FIGURES)}"
         )
-    card = {"task": args.task, "command": shlex.join(["robopolicy", *sys.argv[1:]])}
+    card = {"task": args.task, "command": args.command_line}
     from robopolicy.train.trainer import Trainer
 
     result = Trainer(config, evaluate=evaluate, card=card).fit(args.out, resume=args.resume)

@@ -9,8 +9,6 @@ run directory. ``medium`` makes a D4RL-style dataset (:mod:`sim.medium`).
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 
 from robopolicy.cli import arg, command, print_json
 
@@ -54,7 +52,7 @@ def finetune_command(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         raise RobopolicyError(f"--algo {args.algo}: {exc}") from exc
     checkpoint = None if args.checkpoint == "scratch" else args.checkpoint
-    card = {"task": args.task, "command": shlex.join(["robopolicy", *sys.argv[1:]])}
+    card = {"task": args.task, "command": args.command_line}
     report = algorithm.run(
         config,
         checkpoint=checkpoint,

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -89,7 +87,7 @@ def distill_command(args: argparse.Namespace) -> int:
     student_card = {
         key: card[key] for key in ("task", "fps", "data", "train_config") if key in card
     } | {
-        "command": shlex.join(["robopolicy", *sys.argv[1:]]),
+        "command": args.command_line,
         "distilled_from": str(teacher_path.resolve()),
         "distill_config": to_dict(config),
         "metrics": figures,
