@@ -8,11 +8,12 @@ Every driver, wrapper and (later) the control daemon takes a clock instead of ca
     clock.sleep(0.02)                # 20 ms pass at once, deterministically
 
 Timestamps (``ArmState.sensed_at``, a chunk's due time) are seconds on the clock that made them;
-compare times only from the same clock.
+compare times only from the same clock. :class:`Rate` paces a fixed-rate loop on any clock.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Protocol, runtime_checkable
@@ -70,6 +71,37 @@ class VirtualClock:
 
     def __repr__(self) -> str:
         return f"VirtualClock(now={self.monotonic():.6f})"
+
+
+class Rate:
+    """A fixed-rate loop's ticks on ``clock``, every ``period`` seconds from now.
+
+    ``due`` is when the current tick was due; :meth:`wait` sleeps until the next one is. A tick
+    that ran past whole periods skips the ticks it missed instead of running them in a burst.
+    """
+
+    def __init__(self, clock: Clock, period: float) -> None:
+        if not (math.isfinite(period) and period > 0):
+            raise ValueError(f"period must be a positive number of seconds, got {period}")
+        self.clock = clock
+        self.period = period
+        self.start = clock.monotonic()
+        """When the first tick was due."""
+        self._k = 0
+
+    @property
+    def due(self) -> float:
+        """When the current tick was due (clock seconds)."""
+        return self.start + self._k * self.period
+
+    def wait(self) -> int:
+        """Sleep until the next tick is due; returns how many ticks were skipped (0 on time)."""
+        self._k += 1
+        now = self.clock.monotonic()
+        missed = max(0, int((now - self.due) / self.period))
+        self._k += missed
+        self.clock.sleep(self.due - now)
+        return missed
 
 
 SYSTEM_CLOCK = SystemClock()

@@ -26,30 +26,33 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 from robopolicy.cli import arg, command, print_json
 from robopolicy.errors import RobopolicyError
 
+C = TypeVar("C")
 ROBOTS = ("sim", "feetech", "dynamixel", "ur", "xarm")
 TESTING_FAULT_CHANNEL = "ROBOPOLICY_TESTING_FAULT_CHANNEL"
 """Environment variable that, set to ``1``, turns on the test-only fault channel."""
+ROBOT_ARGS = (
+    arg("--robot", choices=ROBOTS, default="sim", help="the arm's driver"),
+    arg("--port", default=None, help="serial device (feetech, dynamixel) or address (ur, xarm)"),
+    arg("--calibration", default=None, help="servo calibration JSON (feetech, dynamixel)"),
+    arg("--dry-run", action="store_true", help="drive SimArm behind the robot's limits"),
+)
+"""The arm's options, shared by every command that drives one (read by :func:`driver_from_args`)."""
 
 
 @command(
     "control",
     help="run the real-robot control daemon (fixed-rate loop, safety filter, watchdog, e-stop)",
     args=(
-        arg("--robot", choices=ROBOTS, default="sim", help="the arm's driver"),
-        arg(
-            "--port", default=None, help="serial device (feetech, dynamixel) or address (ur, xarm)"
-        ),
-        arg("--calibration", default=None, help="servo calibration JSON (feetech, dynamixel)"),
+        *ROBOT_ARGS,
         arg("--server", default=None, help="policy server HOST:PORT"),
         arg("--token", default=None, help="the server's token (or $ROBOPOLICY_SERVE_TOKEN)"),
         arg("--rate", type=float, default=None, help="control rate in Hz (50..500)"),
         arg("--out", default=None, help="episode store for the tick log"),
-        arg("--dry-run", action="store_true", help="drive SimArm behind the robot's limits"),
         arg("--duration", type=float, default=None, help="stop after this many seconds"),
         arg("--exit", dest="exit_behaviour", default=None, help="hold|park_then_release|release"),
         arg("--estop-latch", default=None, help="the e-stop latch file"),
@@ -61,11 +64,16 @@ TESTING_FAULT_CHANNEL = "ROBOPOLICY_TESTING_FAULT_CHANNEL"
     ),
 )
 def control(args: argparse.Namespace) -> int:
-    from hardware.daemon import Daemon, EStopLatch
+    from hardware.daemon import ControlConfig, Daemon, EStopLatch
     from hardware.daemon.process import tune_process
-    from robopolicy.config import apply_overrides
 
-    config = _config(args, apply_overrides)
+    flags = {
+        "rate_hz": args.rate,
+        "log_path": args.out,
+        "exit_behaviour": args.exit_behaviour,
+        "estop_latch_path": args.estop_latch,
+    }
+    config = config_from_args(ControlConfig, flags, args.overrides, "control config")
     latch = EStopLatch(config.estop_latch_path)
     if args.clear_estop or args.estop:
         if args.estop:
@@ -81,7 +89,7 @@ def control(args: argparse.Namespace) -> int:
         raise RobopolicyError("give the policy server as --server HOST:PORT")
     host, port = _address(args.server)
     token = args.token or os.environ.get("ROBOPOLICY_SERVE_TOKEN") or None
-    driver = _driver(args)
+    driver = driver_from_args(args)
     channel = _fault_channel(driver)
     if channel is not None:
         driver = channel.switch
@@ -134,20 +142,16 @@ def _replay(path: str, *, as_json: bool) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace, apply_overrides: Any) -> Any:
-    from hardware.daemon import ControlConfig
+def config_from_args(cls: type[C], flags: dict[str, Any], overrides: list[str], what: str) -> C:
+    """``cls`` from the flags given (None: not given) and ``key=value`` overrides on top; a
+    value the config refuses is a RobopolicyError naming ``what``."""
+    from robopolicy.config import apply_overrides
 
-    flags = {
-        "rate_hz": args.rate,
-        "log_path": args.out,
-        "exit_behaviour": args.exit_behaviour,
-        "estop_latch_path": args.estop_latch,
-    }
     try:
-        config = ControlConfig(**{k: v for k, v in flags.items() if v is not None})
-        return apply_overrides(config, args.overrides)
+        config = cls(**{k: v for k, v in flags.items() if v is not None})
+        return apply_overrides(config, overrides)
     except (TypeError, ValueError) as exc:
-        raise RobopolicyError(f"control config: {exc}") from None
+        raise RobopolicyError(f"{what}: {exc}") from None
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -157,8 +161,9 @@ def _address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _driver(args: argparse.Namespace) -> Any:
-    """The driver for ``--robot``; with ``--dry-run`` a SimArm behind its spec."""
+def driver_from_args(args: argparse.Namespace) -> Any:
+    """The driver for ``--robot`` (:data:`ROBOT_ARGS`); with ``--dry-run`` a SimArm behind its
+    spec."""
     from hardware.daemon.mirror import MirroredSim
     from hardware.driver import DriverError, driver_class
     from hardware.sim_arm import SimArm

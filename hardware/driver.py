@@ -257,6 +257,17 @@ class DriverWrapper(Driver):
         return self.inner.send_action(action)
 
 
+def find_attribute(driver: Driver | None, name: str) -> Any:
+    """``driver``'s attribute ``name``, else that of the driver it wraps (``inner``), and so
+    on; None when none has it (``SimArm.ee_position`` behind a fault wrapper)."""
+    while driver is not None:
+        value = getattr(driver, name, None)
+        if value is not None:
+            return value
+        driver = getattr(driver, "inner", None)
+    return None
+
+
 # -- registry ----------------------------------------------------------------------------------
 
 DRIVERS: LazyRegistry[Driver] = LazyRegistry(

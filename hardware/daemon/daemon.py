@@ -31,7 +31,7 @@ from hardware.daemon.log import TickLog
 from hardware.daemon.loop import ControlLoop
 from hardware.daemon.requester import ClientLike, Requester
 from hardware.daemon.status import Mode
-from hardware.driver import Driver
+from hardware.driver import Driver, find_attribute
 from hardware.limits import SafetyLimits
 from hardware.safety import ForwardKinematics
 from robopolicy.config import to_dict
@@ -86,12 +86,7 @@ def limits_for(spec: Any, config: ControlConfig) -> SafetyLimits:
 
 def find_fk(driver: Driver) -> ForwardKinematics | None:
     """The driver's forward kinematics (``ee_position``), looking through wrappers."""
-    while driver is not None:
-        fk = getattr(driver, "ee_position", None)
-        if fk is not None:
-            return fk
-        driver = getattr(driver, "inner", None)
-    return None
+    return find_attribute(driver, "ee_position")
 
 
 class Daemon:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from hardware.clock import Clock
+from hardware.clock import Clock, Rate
 from hardware.daemon.adapters import ObsHistory
 from hardware.daemon.chunks import Chunk, ChunkChecker, ChunkSource, Plan
 from hardware.daemon.config import ControlConfig
@@ -106,23 +106,17 @@ class ControlLoop:
         seconds; returns why it ended (``"duration"``, ``"SIGTERM"``, ``"estop"``, ...)."""
         clock, period = self.clock, self.config.period
         previous = realtime(self.config.realtime_priority)
-        start = self._started = clock.monotonic()
-        k = 0
+        rate = Rate(clock, period)
+        start = self._started = rate.start
         try:
             while True:
-                reason = self.tick(start + k * period) or self._stop_request
+                reason = self.tick(rate.due) or self._stop_request
                 if reason is None and duration is not None:
                     reason = "duration" if clock.monotonic() - start >= duration else None
                 if reason is not None:
                     self.end_reason = reason
                     return reason
-                k += 1
-                now = clock.monotonic()
-                missed = int((now - (start + k * period)) / period)
-                if missed > 0:  # overran by whole periods: skip those ticks, never bunch them
-                    self.stats.missed_ticks += missed
-                    k += missed
-                clock.sleep(start + k * period - now)
+                self.stats.missed_ticks += rate.wait()  # overran ticks are skipped, never bunched
         finally:
             if previous is not None:
                 os.sched_setscheduler(0, *previous)

@@ -14,6 +14,7 @@ well the simulation models it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +37,17 @@ class ReplayReport:
 
 def replay(path: str | Path) -> ReplayReport:
     """Replay the tick log at ``path`` on a fresh simulated arm (module docstring)."""
-    ticks = read_ticks(path)
+    return replay_ticks(read_ticks(path), where=str(path))
+
+
+def replay_ticks(ticks: Mapping[str, np.ndarray], *, where: str = "ticks") -> ReplayReport:
+    """Replay tick columns — ``sensed_at``, ``measured``, ``velocity``, ``sent`` and
+    ``write_time``, NaN where unknown — on a fresh simulated arm; ``where`` names them in
+    errors."""
     sensed, measured = ticks["sensed_at"], ticks["measured"]
     readable = np.flatnonzero(np.isfinite(sensed) & np.isfinite(measured).all(axis=1))
     if not len(readable):
-        raise ValueError(f"{path}: no readings to start from")
+        raise ValueError(f"{where}: no readings to start from")
     first = int(readable[0])
     clock = VirtualClock(float(sensed[first]))
     start = measured[first]

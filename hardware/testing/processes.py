@@ -99,16 +99,26 @@ def policy_server(checkpoint: str | Path, *args: str) -> ServerProcess:
 
 
 class DaemonProcess:
-    """``robopolicy control ARGS`` in a subprocess (``env``: its environment, default this
-    one's); stdout and stderr go to temp files (a full pipe would stall the loop).
-    :meth:`event` waits for one of the JSON event lines it prints on stderr."""
+    """``robopolicy control ARGS`` (or another ``command``) in a subprocess (``env``: its
+    environment, default this one's; ``stdin``: a file descriptor, default this one's); stdout
+    and stderr go to temp files (a full pipe would stall the loop). :meth:`event` waits for one
+    of the JSON event lines it prints on stderr."""
 
-    def __init__(self, args: Sequence[str], *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        command: str = "control",
+        stdin: int | None = None,
+    ) -> None:
         # append mode: the child shares the files' offsets, which stdout() and stderr() move
         self.out = tempfile.TemporaryFile(mode="a+")  # noqa: SIM115  (read by stdout())
         self.err = tempfile.TemporaryFile(mode="a+")  # noqa: SIM115  (read by stderr())
-        argv = [*ROBOPOLICY, "control", *args]
-        self.proc = subprocess.Popen(argv, stdout=self.out, stderr=self.err, text=True, env=env)
+        argv = [*ROBOPOLICY, command, *args]
+        self.proc = subprocess.Popen(
+            argv, stdin=stdin, stdout=self.out, stderr=self.err, text=True, env=env
+        )
 
     def event(self, name: str, timeout: float = 60.0) -> dict:
         """The first stderr line ``{"event": name, ...}``, once printed."""
