@@ -10,13 +10,13 @@ An algorithm's ``_train`` reads, top to bottom::
     collector, evaluate = session.rollouts(rollouts, policy.config)
     try:
         ... build the networks, load ``session.state`` into them ...
-        session.start(evaluation)              # curves, eval_before, the progress bar
+        session.start(evaluation, progress=True)  # curves, eval_before, the progress bar
         while session.running:
             batch = collector.collect(act, T)
             session.collected(batch.env_steps)
             ... the update ...
             if session.due(config.eval_every):
-                figures = session.evaluated(evaluation())
+                scalars |= session.evaluated(evaluation())
             session.log(batch.env_steps, scalars)
             if session.due(config.checkpoint_every):
                 session.save(policy, tree, card)
