@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from robopolicy.cli import arg, command, print_json
@@ -42,6 +43,11 @@ ROBOT_ARGS = (
     arg("--dry-run", action="store_true", help="drive SimArm behind the robot's limits"),
 )
 """The arm's options, shared by every command that drives one (read by :func:`driver_from_args`)."""
+SERVER_ARGS = (
+    arg("--server", default=None, help="policy server HOST:PORT"),
+    arg("--token", default=None, help="the server's token (or $ROBOPOLICY_SERVE_TOKEN)"),
+)
+"""The policy server's options (read by :func:`client_factory`)."""
 
 
 @command(
@@ -49,8 +55,7 @@ ROBOT_ARGS = (
     help="run the real-robot control daemon (fixed-rate loop, safety filter, watchdog, e-stop)",
     args=(
         *ROBOT_ARGS,
-        arg("--server", default=None, help="policy server HOST:PORT"),
-        arg("--token", default=None, help="the server's token (or $ROBOPOLICY_SERVE_TOKEN)"),
+        *SERVER_ARGS,
         arg("--rate", type=float, default=None, help="control rate in Hz (50..500)"),
         arg("--out", default=None, help="episode store for the tick log"),
         arg("--duration", type=float, default=None, help="stop after this many seconds"),
@@ -87,18 +92,12 @@ def control(args: argparse.Namespace) -> int:
         return _replay(args.replay, as_json=args.json)
     if not args.server:
         raise RobopolicyError("give the policy server as --server HOST:PORT")
-    host, port = _address(args.server)
-    token = args.token or os.environ.get("ROBOPOLICY_SERVE_TOKEN") or None
+    client = client_factory(args.server, args.token, config.request_timeout_s)
     driver = driver_from_args(args)
     channel = _fault_channel(driver)
     if channel is not None:
         driver = channel.switch
     tune_process(config.period)
-
-    def client() -> Any:
-        from robopolicy.serve.client import PolicyClient
-
-        return PolicyClient(host, port, token=token, connect_timeout_s=config.request_timeout_s)
 
     def started() -> None:
         print(json.dumps({"event": "running", "pid": os.getpid()}), file=sys.stderr, flush=True)
@@ -154,11 +153,20 @@ def config_from_args(cls: type[C], flags: dict[str, Any], overrides: list[str], 
         raise RobopolicyError(f"{what}: {exc}") from None
 
 
-def _address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
+def client_factory(server: str, token: str | None, connect_timeout_s: float) -> Callable[[], Any]:
+    """New clients of the policy server at ``--server HOST:PORT`` with ``--token`` (else
+    ``$ROBOPOLICY_SERVE_TOKEN``); a RobopolicyError for a malformed address."""
+    host, sep, port = server.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise RobopolicyError(f"--server must be HOST:PORT, got {text!r}")
-    return host, int(port)
+        raise RobopolicyError(f"--server must be HOST:PORT, got {server!r}")
+    token = token or os.environ.get("ROBOPOLICY_SERVE_TOKEN") or None
+
+    def client() -> Any:
+        from robopolicy.serve.client import PolicyClient
+
+        return PolicyClient(host, int(port), token=token, connect_timeout_s=connect_timeout_s)
+
+    return client
 
 
 def driver_from_args(args: argparse.Namespace) -> Any:

@@ -2,8 +2,10 @@
 server and an arm that never sends an unsafe command (``../shared/RELIABILITY.md`` R1–R6).
 
 - :mod:`~hardware.daemon.config`: ``ControlConfig``, every knob documented and validated;
-- :mod:`~hardware.daemon.loop`: the loop on an injected clock — sensor age, overdue actions,
-  interpolation, the safety filter, the watchdog and the latched stop;
+- :mod:`~hardware.daemon.loop`: the loop on an injected clock — read, the safety filter, write,
+  overruns and the latched stop;
+- :mod:`~hardware.daemon.follower`: the policy's half of a tick — sensor age, overdue actions,
+  interpolation and the watchdog (also the teleop session's intervention mode);
 - :mod:`~hardware.daemon.status`: the loop's modes, per-tick flags and counters;
 - :mod:`~hardware.daemon.chunks`: due times, whole-chunk checks (reject, never clip), the plan;
 - :mod:`~hardware.daemon.requester`: chunks fetched ahead of time in a background thread;

@@ -14,29 +14,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from hardware.clock import Clock
-from hardware.daemon.adapters import ObsHistory, PolicyAdapter, make_adapter
-from hardware.daemon.chunks import ChunkChecker
+from hardware.daemon.adapters import PolicyAdapter, make_adapter
 from hardware.daemon.config import ControlConfig
 from hardware.daemon.estop import EStopLatch
 from hardware.daemon.exit import ExitGuard, run_exit_behaviour
 from hardware.daemon.log import TickLog
 from hardware.daemon.loop import ControlLoop
-from hardware.daemon.requester import ClientLike, Requester
+from hardware.daemon.requester import ClientLike, Requester, fetch_metadata
 from hardware.daemon.status import Mode
 from hardware.driver import Driver, find_attribute
 from hardware.limits import SafetyLimits
 from hardware.safety import ForwardKinematics
 from robopolicy.config import to_dict
 from robopolicy.errors import RobopolicyError
-from robopolicy.serve.client import ServerError
 
 log = logging.getLogger(__name__)
 
@@ -122,20 +118,7 @@ class Daemon:
 
     def fetch_metadata(self) -> dict[str, Any]:
         """The policy's metadata, retried until ``first_chunk_timeout_s``."""
-        deadline = time.monotonic() + self.config.first_chunk_timeout_s
-        client = self.client_factory()
-        try:
-            while True:
-                try:
-                    return client.metadata(timeout_s=min(2.0, self.config.first_chunk_timeout_s))
-                except (TimeoutError, ConnectionError, OSError) as exc:
-                    if time.monotonic() >= deadline:
-                        raise RobopolicyError(f"no policy server answered: {exc}") from None
-                    time.sleep(0.2)
-                except ServerError as exc:  # e.g. a wrong token: retrying will not help
-                    raise RobopolicyError(f"the policy server refused: {exc}") from None
-        finally:
-            client.close()
+        return fetch_metadata(self.client_factory, self.config.first_chunk_timeout_s)
 
     def run(self, duration: float | None = None) -> RunResult:
         """One run (module docstring); raises :class:`~hardware.daemon.estop.EStopLatched`
@@ -144,9 +127,6 @@ class Daemon:
         self.latch.require_clear()
         metadata = self.metadata or self.fetch_metadata()
         adapter = self.adapter or make_adapter(metadata, self.driver.spec, cfg)
-        fps = metadata.get("fps") or cfg.policy_fps or 10.0
-        history = ObsHistory(math.ceil((int(metadata["n_obs_steps"]) / fps + 1.0) * cfg.rate_hz))
-        checker = ChunkChecker(self.limits, cfg.period, fk=self.fk)
         ticklog = None
         if cfg.log_path is not None:
             ticklog = TickLog(
@@ -157,8 +137,15 @@ class Daemon:
                 segment=round(cfg.log_segment_s * cfg.rate_hz),
                 attrs={"config": to_dict(cfg), "policy": metadata, "adapter": adapter.name},
             )
-        requester = Requester(
-            self.client_factory, adapter, history, checker, cfg, metadata, self.clock
+        requester = Requester.for_policy(
+            self.client_factory,
+            metadata,
+            adapter,
+            cfg,
+            self.limits,
+            rate_hz=cfg.rate_hz,
+            clock=self.clock,
+            fk=self.fk,
         )
         loop = ControlLoop(
             self.driver,
@@ -166,8 +153,8 @@ class Daemon:
             self.limits,
             requester,
             clock=self.clock,
-            checker=checker,
-            history=history,
+            checker=requester.checker,
+            history=requester.history,
             latch=self.latch,
             record=None if ticklog is None else ticklog.record,
             fk=self.fk,
@@ -207,7 +194,7 @@ class Daemon:
                 reason,
                 loop.stats.to_dict(),
                 dict(requester.stats),
-                [*requester.rejections, *loop.rejections][-20:],
+                [*requester.rejections, *loop.follower.rejections][-20:],
                 exit_report,
                 0 if ticklog is None else ticklog.rows,
             )

@@ -100,3 +100,23 @@ class EStopLatch:
 
     def __repr__(self) -> str:
         return f"EStopLatch({str(self.path)!r}, set={self.is_set()})"
+
+
+class EStopWatch:
+    """What a control loop checks every tick: the arm reporting an e-stop (which latches it),
+    and, every ``poll_s`` seconds, a latch set from outside (``robopolicy control --estop``)."""
+
+    def __init__(self, latch: EStopLatch, poll_s: float) -> None:
+        self.latch, self.poll_s = latch, poll_s
+        self._next_poll = float("-inf")
+
+    def check(self, arm_estopped: bool, now: float) -> str | None:
+        """Why the loop must e-stop now (the latch is then set), or None."""
+        if arm_estopped:
+            self.latch.set("the arm reports an emergency stop")
+            return "the arm reports an emergency stop"
+        if now >= self._next_poll:
+            self._next_poll = now + self.poll_s
+            if self.latch.is_set():
+                return "e-stop latch set from outside"
+        return None

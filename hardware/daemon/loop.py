@@ -4,20 +4,16 @@ Every tick, on the injected :class:`~hardware.clock.Clock` (virtual in tests):
 
 1. **read** the arm; an e-stop it reports — or a latch set from outside — latches the e-stop
    (:mod:`hardware.daemon.estop`) and ends the run;
-2. **sensor check** (R4): a reading that is missing, non-finite or older than
-   ``sensor_max_age_s`` means hold (the plan is dropped; a fresh chunk resumes); bad for longer
-   than ``stop_timeout_s`` is a latched safe stop;
-3. **chunk**: a chunk delivered by the requester is accepted if the first action still to come
-   is reachable from the current command (the whole chunk was checked by the requester);
-   actions already overdue are dropped and counted (R3) — a chunk with nothing left is late;
-4. **target**: the plan sampled now (interpolated between actions); once the plan has run out
-   for ``command_timeout_s`` (T1) the arm holds, after ``stop_timeout_s`` (T2) it is a latched
-   safe stop (R2). Before the first chunk the arm holds where it is;
-5. **safety filter** (R1, :func:`hardware.safety.filter_command`), then **write**. A write
+2. **follow the policy** (:class:`~hardware.daemon.follower.PlanFollower`): the sensor check
+   (R4), the chunk delivered by the requester (overdue actions dropped, R3), the plan's target
+   now or the hold, and the watchdog (R2). A stream the follower stops — a sensor bad, or no
+   fresh chunk, for longer than ``stop_timeout_s`` (T2), or no first chunk in
+   ``first_chunk_timeout_s`` — is a latched safe stop;
+3. **safety filter** (R1, :func:`hardware.safety.filter_command`), then **write**. A write
    refused for an e-stop latches it; other write failures are counted, and failing writes for
    longer than T2 end in a latched safe stop. A tick still running when the next one is due is
    an overrun (counted); ticks missed entirely are skipped and counted, never bunched;
-6. the next chunk is **wanted** once the plan reaches its ``replan_at``, and the tick is logged.
+4. the next chunk is **wanted** once the plan reaches its ``replan_at``, and the tick is logged.
 
 A latched stop ends :meth:`ControlLoop.run` with its reason; the daemon then runs the exit
 behaviour and only a restart moves the arm again.
@@ -25,7 +21,6 @@ behaviour and only a restart moves the arm again.
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 from collections.abc import Callable
@@ -35,9 +30,10 @@ import numpy as np
 
 from hardware.clock import Clock, Rate
 from hardware.daemon.adapters import ObsHistory
-from hardware.daemon.chunks import Chunk, ChunkChecker, ChunkSource, Plan
+from hardware.daemon.chunks import ChunkChecker, ChunkSource
 from hardware.daemon.config import ControlConfig
-from hardware.daemon.estop import EStopLatch
+from hardware.daemon.estop import EStopLatch, EStopWatch
+from hardware.daemon.follower import PlanFollower
 from hardware.daemon.process import realtime
 from hardware.daemon.status import Flag, LoopStats, Mode
 from hardware.driver import ArmState, Driver, DriverError, EStopError
@@ -66,26 +62,25 @@ class ControlLoop:
     ) -> None:
         self.driver, self.config, self.limits, self.source = driver, config, limits, source
         self.clock = clock or driver.clock
-        self.checker = checker or ChunkChecker(limits, config.period, fk=fk)
-        self.history = history
         self.latch = latch or EStopLatch(config.estop_latch_path)
         self.record, self.fk = record, fk
-        self.plan = Plan(config.interpolation)
         self.stats = LoopStats()
+        self.follower = PlanFollower(
+            config,
+            source,
+            checker or ChunkChecker(limits, config.period, fk=fk),
+            history=history,
+            stats=self.stats,
+        )
         self.mode = Mode.RUN
         self.filter_state: FilterState | None = None
         """The last safe command written (and its velocity); None before the first write."""
         self.start_pose: np.ndarray | None = None
         """The first valid reading as an action (the default park position)."""
-        self.rejections: collections.deque[str] = collections.deque(maxlen=100)
         self.end_reason: str | None = None
         self._stop_request: str | None = None
-        self._started = 0.0
-        self._accepted_any = False
-        self._plan_end = float("-inf")
-        self._sensor_bad_since: float | None = None
         self._write_bad_since: float | None = None
-        self._next_latch_poll = float("-inf")
+        self._estop_watch = EStopWatch(self.latch, config.estop_poll_s)
         self._nan = np.full(limits.action_size, np.nan)
 
     # -- control from outside ----------------------------------------------------------------
@@ -107,7 +102,8 @@ class ControlLoop:
         clock, period = self.clock, self.config.period
         previous = realtime(self.config.realtime_priority)
         rate = Rate(clock, period)
-        start = self._started = rate.start
+        start = rate.start
+        self.follower.start(start)
         try:
             while True:
                 reason = self.tick(rate.due) or self._stop_request
@@ -151,7 +147,7 @@ class ControlLoop:
         row.update(
             mode=int(self.mode),
             flags=int(flags),
-            chunk=self.plan.seq,
+            chunk=self.follower.plan.seq,
             work=clock.monotonic() - begin,
         )
         if self.record is not None:
@@ -161,92 +157,25 @@ class ControlLoop:
     def _control(
         self, reading: ArmState | None, measured: np.ndarray, now: float, flags: Flag, row: dict
     ) -> tuple[str | None, Flag]:
-        cfg, stats = self.config, self.stats
-        sensor_ok = (
-            reading is not None
-            and np.isfinite(measured).all()
-            and np.isfinite(reading.sensed_at)
-            and now - reading.sensed_at <= cfg.sensor_max_age_s
-        )
-        if sensor_ok and reading is not None:
-            self._sensor_bad_since = None
-            if self.history is not None:
-                self.history.push(reading)
-            if self.start_pose is None:
-                self.start_pose = measured.copy()
-        else:
-            flags |= Flag.HOLD_SENSOR
-            stats.sensor_hold_ticks += 1
-            if self._sensor_bad_since is None:
-                self._sensor_bad_since = now
-                if not self.plan.empty:
-                    self.plan.clear()  # resume only with a fresh, bridge-checked chunk
-                    self._plan_end = now
-            if now - self._sensor_bad_since > cfg.stop_timeout_s:
-                return self._latched_stop("sensor_timeout"), flags
-        chunk = self.source.poll()
-        if chunk is not None:
-            flags |= self._accept(chunk, now, sensor_ok, measured, row)
-        target = self.plan.sample(now) if sensor_ok else None
-        if target is None and sensor_ok:
-            if not self._accepted_any:
-                flags |= Flag.STARTUP
-                if now - self._started > cfg.first_chunk_timeout_s:
-                    return self._latched_stop("no_first_chunk"), flags
-            else:
-                self._plan_end = max(self._plan_end, self.plan.last_due)
-                age = now - self._plan_end
-                flags |= Flag.NO_PLAN
-                if age > cfg.command_timeout_s:
-                    flags |= Flag.HOLD_COMMAND
-                    stats.command_hold_ticks += 1
-                if age > cfg.stop_timeout_s:
-                    return self._latched_stop("command_timeout"), flags
-        holding = target is None
-        self.mode = Mode.HOLD if holding else Mode.RUN
         last = None if self.filter_state is None else self.filter_state.last_command
-        if holding:
-            target = last if last is not None else (measured if sensor_ok else None)
+        step = self.follower.step(reading, measured, now, last)
+        flags |= step.flags
+        if step.dropped is not None:
+            row["dropped"] = step.dropped
+        if step.sensor_ok and self.start_pose is None:
+            self.start_pose = measured.copy()
+        if step.stop is not None:
+            return self._latched_stop(step.stop), flags
+        self.mode = Mode.HOLD if step.holding else Mode.RUN
         reason = None
-        if target is None:
+        if step.target is None:
             flags |= Flag.NOT_WRITTEN
-            stats.not_written += 1
+            self.stats.not_written += 1
         else:
-            reason, flags = self._write(target, measured, flags, row)
-        wanted = now >= self.plan.replan_at or self.plan.empty
-        if reason is None and wanted and not self.source.pending():
-            self.source.want()
+            reason, flags = self._write(step.target, measured, flags, row)
+        if reason is None:
+            self.follower.ask(now)
         return reason, flags
-
-    def _accept(
-        self, chunk: Chunk, now: float, sensor_ok: bool, measured: np.ndarray, row: dict
-    ) -> Flag:
-        stats = self.stats
-        if not sensor_ok:
-            stats.chunks_discarded += 1
-            return Flag(0)
-        live = Plan.live(chunk, now)
-        if not live.any():
-            stats.late_chunks += 1
-            stats.dropped_actions += len(live)
-            row["dropped"] = len(live)
-            return Flag.DROPPED
-        last = None if self.filter_state is None else self.filter_state.last_command
-        current = last if last is not None else measured
-        first = int(np.argmax(live))
-        verdict = self.checker.check_bridge(
-            current, chunk.actions[first], float(chunk.due[first]) - now, chunk.period
-        )
-        if not verdict:
-            stats.chunks_rejected += 1
-            self.rejections.append(verdict.reason)
-            return Flag.CHUNK_REJECTED
-        dropped = self.plan.replace(chunk, now, current)
-        self._accepted_any = True
-        stats.chunks_accepted += 1
-        stats.dropped_actions += dropped
-        row["dropped"] = dropped
-        return Flag.CHUNK_ACCEPTED | (Flag.DROPPED if dropped else Flag(0))
 
     def _write(
         self, target: np.ndarray, measured: np.ndarray, flags: Flag, row: dict
@@ -286,13 +215,8 @@ class ControlLoop:
     # -- stops -------------------------------------------------------------------------------
 
     def _check_estop(self, reading: ArmState | None, now: float) -> str | None:
-        if reading is not None and reading.estopped:
-            return self._estop("the arm reports an emergency stop")
-        if now >= self._next_latch_poll:
-            self._next_latch_poll = now + self.config.estop_poll_s
-            if self.latch.is_set():
-                return self._estop("e-stop latch set from outside")
-        return None
+        reason = self._estop_watch.check(reading is not None and reading.estopped, now)
+        return None if reason is None else self._estop(reason)
 
     def _estop(self, reason: str) -> str:
         self.mode = Mode.ESTOP

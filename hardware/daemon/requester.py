@@ -9,7 +9,10 @@ protocol (``start = To - 1``, the first action due at the newest observation's t
 period apart), turns it into joint targets with due times and checks the whole chunk
 (:class:`~hardware.daemon.chunks.ChunkChecker`). A late,
 failed or rejected reply costs nothing but a counter and a short pause; the loop keeps
-executing what it has, then holds (the watchdog).
+executing what it has, then holds (the watchdog). :meth:`Requester.flush` forgets the chunk
+waiting and drops the reply of the request in flight when it comes: the teleop session's
+intervention mode flushes when the operator takes over and hands back, so nothing asked for
+before is executed after.
 
 One :class:`~robopolicy.serve.client.PolicyClient` lives in this thread (it is not
 thread-safe); after a lost connection the next request builds a fresh one from the factory.
@@ -21,6 +24,7 @@ import collections
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -31,6 +35,10 @@ from hardware.daemon.adapters import ObsHistory, PolicyAdapter
 from hardware.daemon.chunks import Chunk, ChunkChecker
 from hardware.daemon.config import ControlConfig
 from hardware.daemon.process import realtime
+from hardware.limits import SafetyLimits
+from hardware.safety import ForwardKinematics
+from robopolicy.errors import RobopolicyError
+from robopolicy.serve.client import ServerError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +95,30 @@ class Requester:
         self._lock = threading.Lock()
         self._ready: Chunk | None = None
         self._seq = 0
+        self._generation = 0
+        """Bumped by :meth:`flush`: a reply to a request sent before is stale."""
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def for_policy(
+        cls,
+        client_factory: Callable[[], ClientLike],
+        metadata: dict[str, Any],
+        adapter: PolicyAdapter,
+        config: ControlConfig,
+        limits: SafetyLimits,
+        *,
+        rate_hz: float,
+        clock: Clock,
+        fk: ForwardKinematics | None = None,
+    ) -> Requester:
+        """A requester for the policy of ``metadata`` driving a loop at ``rate_hz``: its
+        observation history holds the policy's ``To`` periods and a second more of readings,
+        and its chunk checker applies ``limits`` at that rate."""
+        fps = metadata.get("fps") or config.policy_fps or 10.0
+        history = ObsHistory(math.ceil((int(metadata["n_obs_steps"]) / fps + 1.0) * rate_hz))
+        checker = ChunkChecker(limits, 1.0 / rate_hz, fk=fk)
+        return cls(client_factory, adapter, history, checker, config, metadata, clock)
 
     # -- the loop's side (never blocks) -------------------------------------------------------
 
@@ -104,6 +135,14 @@ class Requester:
         with self._lock:
             chunk, self._ready = self._ready, None
         return chunk
+
+    def flush(self) -> None:
+        """Forget the chunk waiting, stop wanting one, and drop the reply of the request in
+        flight when it comes (counted as ``stale``): what they carry was asked for before."""
+        with self._lock:
+            self._generation += 1
+            self._ready = None
+            self._want.clear()
 
     # -- the thread ---------------------------------------------------------------------------
 
@@ -134,9 +173,11 @@ class Requester:
                 self._stop.wait(self.config.retry_s)
 
     def request_once(self) -> str:
-        """One request: ``"chunk"`` (delivered), ``"no_observation"``, ``"timeout"``,
-        ``"connection_error"``, ``"server_<code>"``, ``"rejected"`` or ``"client_error"``."""
+        """One request: ``"chunk"`` (delivered), ``"no_observation"``, ``"timeouts"``,
+        ``"connection_errors"``, ``"server_<code>"``, ``"rejected"``, ``"client_error"`` or
+        ``"stale"`` (flushed while in flight)."""
         cfg = self.config
+        generation = self._generation
         states = self.history.window(
             self.n_obs_steps, self.period, self.clock.monotonic(), cfg.sensor_max_age_s
         )
@@ -162,9 +203,11 @@ class Requester:
             if code is None:
                 log.warning("policy request failed: %r", exc)
             return self._count(f"server_{code}" if code else "client_error")
-        return self._deliver(actions, info, states[-1].sensed_at)
+        return self._deliver(actions, info, states[-1].sensed_at, generation)
 
-    def _deliver(self, actions: Any, info: dict[str, Any], sensed_at: float) -> str:
+    def _deliver(
+        self, actions: Any, info: dict[str, Any], sensed_at: float, generation: int
+    ) -> str:
         try:
             a = np.asarray(actions, dtype=np.float64)
             start = int(info.get("start", self.n_obs_steps - 1))
@@ -191,9 +234,11 @@ class Requester:
         if not verdict:
             return self._reject(verdict.reason, logged=True)
         with self._lock:
-            self._ready = chunk
-            self._want.clear()
-        return self._count("chunks")
+            stale = generation != self._generation
+            if not stale:
+                self._ready = chunk
+                self._want.clear()
+        return self._count("stale" if stale else "chunks")
 
     def _check_timing(
         self, shape: tuple[int, ...], start: int, due0: float, period: float, sensed_at: float
@@ -231,3 +276,22 @@ class Requester:
         outcome = "chunk" if outcome == "chunks" else outcome
         self.outcomes.append((self.clock.monotonic(), outcome))
         return outcome
+
+
+def fetch_metadata(client_factory: Callable[[], ClientLike], timeout_s: float) -> dict[str, Any]:
+    """The policy's metadata from a fresh client, retried for up to ``timeout_s`` while no
+    server answers; a RobopolicyError when none does, or when the server refuses."""
+    deadline = time.monotonic() + timeout_s
+    client = client_factory()
+    try:
+        while True:
+            try:
+                return client.metadata(timeout_s=min(2.0, timeout_s))
+            except (TimeoutError, ConnectionError, OSError) as exc:
+                if time.monotonic() >= deadline:
+                    raise RobopolicyError(f"no policy server answered: {exc}") from None
+                time.sleep(0.2)
+            except ServerError as exc:  # e.g. a wrong token: retrying will not help
+                raise RobopolicyError(f"the policy server refused: {exc}") from None
+    finally:
+        client.close()

@@ -9,8 +9,10 @@
 - :mod:`hardware.teleop.with_events`: a motion device with another device's buttons;
 - :mod:`hardware.teleop.session`: ``TeleopSession`` and ``TeleopConfig``, the recording loop
   behind ``robopolicy teleop`` (:mod:`hardware.teleop.commands`), showing its status on an
-  ``OperatorView`` (:mod:`hardware.teleop.view`); :mod:`hardware.teleop.replay` replays a
-  recorded episode in simulation. Import them from their modules (they load the recorder).
+  ``OperatorView`` (:mod:`hardware.teleop.view`); :mod:`hardware.teleop.intervention` lets a
+  policy drive while the operator takes over and hands back; :mod:`hardware.teleop.replay`
+  replays a recorded episode in simulation. Import them from their modules (they load the
+  recorder).
 
 The gamepad needs pygame and the SpaceMouse hidapi (the ``teleop`` extra); the keyboard reads
 the terminal and the leader arm the servo bus, with nothing more to install.

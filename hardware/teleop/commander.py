@@ -16,6 +16,10 @@ changed. The commander never writes to the arm itself, so the recorder owns the 
     commander = TeleopCommander(device, limits, dt=1 / 30, kinematics=sim_arm.arm)
     step = commander.step(arm.read_state())
     arm.send_action(step.action)
+
+In intervention mode a policy drives between the operator's turns: its actions go through
+:meth:`TeleopCommander.apply`, the same filter from the same last command, and
+:meth:`TeleopCommander.take_over` hands the arm back to the device without a jump.
 """
 
 from __future__ import annotations
@@ -95,23 +99,55 @@ class TeleopCommander:
         if self.target is not None:
             self.target.reset(state.positions)
 
+    @property
+    def last_command(self) -> np.ndarray | None:
+        """The last safe action (a copy), None before the first."""
+        return None if self._last is None else self._last.copy()
+
     def step(self, state: ArmState) -> TeleopStep:
         """Read the device once; the safe action for the arm measured as ``state``."""
+        return self.command(self.device.read(), state)
+
+    def command(self, reading: DeviceReading, state: ArmState) -> TeleopStep:
+        """The safe action for a device ``reading`` the caller took, the arm measured as
+        ``state``."""
         if self._last is None:
             self.reset(state)
-        reading = self.device.read()
-        filter_state = FilterState(state.as_action(), self._last, self._velocity)
-        proposed = self._propose(reading, state)
-        safe, report = filter_command(proposed, filter_state, self.limits, self.dt, fk=self.fk)
-        self._last, self._velocity = safe.copy(), report.velocity
+        safe, report = self.apply(self._propose(reading, state), state)
         if report.held and self.target is not None:
             self.target.reset(safe[: self.limits.dof])  # a held arm re-anchors the target
         return TeleopStep(safe, report, reading.events, reading)
 
+    def apply(self, action: np.ndarray | None, state: ArmState) -> tuple[np.ndarray, SafetyReport]:
+        """``action`` (Da,) through the safety filter from the last safe action, which it
+        becomes; None holds (the last safe action, else the arm as measured). Whatever drives
+        — the device or a policy — every action passes here, so the filter's step, velocity
+        and acceleration bounds run across a change of driver. When ``report.reference_ok``
+        is False nothing finite was known to hold at: the caller writes nothing, and the
+        action does not become the last one."""
+        proposed = action if action is not None else self._base(state)
+        filter_state = FilterState(state.as_action(), self._last, self._velocity)
+        safe, report = filter_command(proposed, filter_state, self.limits, self.dt, fk=self.fk)
+        if report.reference_ok:
+            self._last, self._velocity = safe.copy(), report.velocity
+        return safe, report
+
+    def take_over(self, state: ArmState) -> None:
+        """The device takes the arm from another driver (a policy): its end-effector target
+        starts where the arm was last commanded (else where it is measured), and the filter
+        keeps its last action and velocity, so the device's first action is bounded by the
+        filter from the last one written — no jump to a stale target."""
+        if self.target is not None:
+            start = self._last[: self.limits.dof] if self._last is not None else state.positions
+            self.target.reset(start)
+
+    def _base(self, state: ArmState) -> np.ndarray:
+        """The hold: the last safe action, else the arm as measured."""
+        return self._last if self._last is not None else _hold(state, self.limits)
+
     def _propose(self, reading: DeviceReading, state: ArmState) -> np.ndarray:
         n = self.limits.dof
-        base = self._last if self._last is not None else _hold(state, self.limits)
-        action = np.array(base, dtype=np.float64)
+        action = np.array(self._base(state), dtype=np.float64)
         motion = reading.motion
         if isinstance(motion, JointCommand):
             positions = np.asarray(motion.positions, dtype=np.float64)

@@ -4,6 +4,7 @@
     robopolicy teleop --robot feetech --port /dev/ttyACM0 --calibration so101.json \\
         --device leader --leader-port /dev/ttyACM1 --leader-calibration leader.json \\
         --cameras front=0,top=/dev/video2 --episodes 20 --task "put the cube in the bowl"
+    robopolicy teleop --robot sim --device gamepad --out dagger.zarr --server 127.0.0.1:8765
 
 A session (:mod:`hardware.teleop.session`) records ``--episodes`` episodes into the episode store
 ``--out``; re-running with the same ``--out`` continues its numbering, and refuses when the robot,
@@ -13,6 +14,13 @@ the motion keys are in :mod:`hardware.teleop.keyboard`. Ctrl-C or SIGTERM end th
 kept episodes stay, the one in flight is discarded. Any
 :class:`~hardware.teleop.session.TeleopConfig` field can be set as ``key=value`` after the
 options (``reset_seconds=2 max_step=0.02``).
+
+``--server HOST:PORT`` (and ``--token``, as for ``robopolicy control``) turns on intervention
+mode (:mod:`hardware.teleop.intervention`): the policy served there drives, and the operator
+takes over (``t``; the gamepad's LB) and hands back (``g``; RB) at any moment; every frame
+records who drove it as ``intervention``. The SpaceMouse's two buttons are taken (gripper,
+keep), so with ``--server`` it gets the keyboard's keys as well, as the leader arm always does.
+The policy's settings are ``policy.<field>=value`` overrides (``policy.stop_timeout_s=2``).
 
 ``--cameras`` is a comma-separated list of ``[NAME=]SOURCE``: a number or a path is an OpenCV
 device (``0``, ``/dev/video2``), anything else a view of the simulated arm (``overview``,
@@ -27,7 +35,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from hardware.commands import ROBOT_ARGS, config_from_args, driver_from_args
+from hardware.commands import (
+    ROBOT_ARGS,
+    SERVER_ARGS,
+    client_factory,
+    config_from_args,
+    driver_from_args,
+)
 from hardware.teleop.device import device_names
 from robopolicy.cli import arg, command, print_json
 from robopolicy.errors import RobopolicyError
@@ -39,9 +53,11 @@ offscreen render can take this long."""
 
 @command(
     "teleop",
-    help="record demonstrations: drive an arm from a teleop device, keep or discard episodes",
+    help="record demonstrations: drive an arm from a teleop device, keep or discard episodes "
+    "(with --server a policy drives and the operator takes over at will)",
     args=(
         *ROBOT_ARGS,
+        *SERVER_ARGS,
         arg("--device", choices=device_names(), default="keyboard", help="the teleop device"),
         arg("--leader-robot", choices=("feetech", "dynamixel"), default="feetech", help="its bus"),
         arg("--leader-port", default=None, help="the leader arm's serial device"),
@@ -61,6 +77,7 @@ offscreen render can take this long."""
 )
 def teleop(args: argparse.Namespace) -> int:
     from hardware.recorder import RecorderConfig
+    from hardware.teleop.intervention import PolicySource
     from hardware.teleop.session import TeleopConfig, TeleopSession
 
     flags = {
@@ -74,27 +91,36 @@ def teleop(args: argparse.Namespace) -> int:
         recorder = RecorderConfig(Path(args.out), task=args.task)
     except ValueError as exc:
         raise RobopolicyError(f"recorder: {exc}") from None
+    policy = None
+    if args.server:
+        factory = client_factory(args.server, args.token, config.policy.request_timeout_s)
+        policy = PolicySource(factory)
     driver = driver_from_args(args)
     cameras = make_cameras(args.cameras, args.camera_size, driver)
     view = make_view(args.headless, bool(cameras))
-    session = TeleopSession(driver, make_teleop_device(args), cameras, config, recorder, view=view)
+    device = make_teleop_device(args)
+    session = TeleopSession(driver, device, cameras, config, recorder, view=view, policy=policy)
     result = session.run()
     summary = result.to_dict()
     if args.json:
         print_json(summary)
     else:
         numbers = f" (episodes {result.kept[0]}..{result.kept[-1]})" if result.kept else ""
+        takeovers = f"; {result.takeovers} takeovers" if args.server else ""
         print(
             f"{result.store}: kept {len(result.kept)}{numbers}, {result.frames} frames; "
-            f"discarded {result.discarded}; ended by {result.reason}"
+            f"discarded {result.discarded}{takeovers}; ended by {result.reason}"
         )
     return 0
 
 
 def make_teleop_device(args: argparse.Namespace) -> Any:
-    """The ``--device``; a leader arm takes its buttons from the keyboard."""
+    """The ``--device``; a leader arm takes its buttons from the keyboard, and so does the
+    SpaceMouse in intervention mode (its two buttons are taken)."""
     from hardware.teleop import WithEvents, make_device
 
+    if args.device == "spacemouse" and args.server:
+        return WithEvents(make_device("spacemouse"), make_device("keyboard"))
     if args.device != "leader":
         return make_device(args.device)
     if not (args.leader_port and args.leader_calibration):

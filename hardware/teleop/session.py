@@ -8,10 +8,17 @@ the :class:`~hardware.recorder.Recorder`. At ``fps`` on the driver's clock every
 2. reads the device through the commander and writes the safe action to the arm,
 3. while an episode is recorded, records the frame: ``state`` (Da,) f4 — joint positions and
    the gripper as measured —, ``action`` (Da,) f4 — what the driver wrote —, ``timestamp`` f8
-   — when the state was sensed (clock s) —, ``velocity`` (n,) f4 when the driver reports
-   joint velocities, and ``image.<camera>`` (H, W, 3) u1,
+   — when the state was sensed (clock s) —, ``intervention`` u1 — 1 when the operator drove
+   this tick, 0 when the policy did —, ``velocity`` (n,) f4 when the driver reports joint
+   velocities, and ``image.<camera>`` (H, W, 3) u1,
 4. acts on the operator's buttons and shows the status on the injected
    :class:`~hardware.teleop.view.OperatorView`.
+
+Given a policy server (:class:`~hardware.teleop.intervention.PolicySource`), the session runs
+in **intervention mode** (:mod:`hardware.teleop.intervention`): the policy drives, through the
+control daemon's requester and plan follower, and the device drives only between the
+operator's ``takeover`` and ``handback``; every action, either's, passes the same safety
+filter. Without one the operator drives every tick (``intervention`` is 1 throughout).
 
 Between episodes the arm is still driven, not recorded, so the operator can reset the scene.
 The operator's buttons (:class:`~hardware.teleop.device.OperatorEvent`):
@@ -20,14 +27,17 @@ The operator's buttons (:class:`~hardware.teleop.device.OperatorEvent`):
   next episode also starts by itself after ``reset_seconds``);
 - ``discard``: throw the episode in flight away (its number is used again);
 - ``rerecord``: throw it away and record it again at once;
-- ``quit``: end the session; the episode in flight is discarded.
+- ``quit``: end the session; the episode in flight is discarded;
+- ``takeover`` / ``handback``: intervention mode's change of driver (they persist across
+  episodes: the policy drives by default, between episodes too).
 
 An episode still running after ``episode_seconds`` is kept. The session ends once ``episodes``
 were kept, on ``quit``, or on SIGINT / SIGTERM: every committed episode stays, the one in
 flight is discarded (``../shared/RELIABILITY.md`` R12). Recording into an existing store
 continues its numbering; the recorder refuses one recorded with another robot, other cameras or
 another fps (R13). A reading the arm, a camera or the device cannot give skips that tick's
-frame (the arm holds its last command when the device fails) and tells the operator once.
+frame (the arm holds its last command when the device fails, unless the policy drives) and
+tells the operator once; so does a reading with nothing finite to hold at (nothing is written).
 """
 
 from __future__ import annotations
@@ -36,18 +46,27 @@ import contextlib
 import dataclasses
 import math
 import os
+from typing import Any
 
 import numpy as np
 
 from hardware.cameras.camera import Camera, CameraError
 from hardware.clock import Clock, Rate
+from hardware.daemon.config import ControlConfig, default_latch_path
 from hardware.daemon.daemon import find_fk
+from hardware.daemon.estop import EStopLatch, EStopWatch
 from hardware.daemon.exit import ExitGuard
 from hardware.driver import ArmState, Driver, DriverError, JointSpec, find_attribute
 from hardware.limits import SafetyLimits
 from hardware.recorder import EpisodeOutcome, Recorder, RecorderConfig, RecordingSetup
 from hardware.teleop.commander import TeleopCommander
-from hardware.teleop.device import DeviceError, OperatorEvent, TeleopDevice
+from hardware.teleop.device import DeviceError, DeviceReading, OperatorEvent, TeleopDevice
+from hardware.teleop.intervention import (
+    POLICY_DEFAULTS,
+    Intervention,
+    PolicySource,
+    check_policy_config,
+)
 from hardware.teleop.view import HeadlessView, OperatorView, Status
 from robopolicy.errors import RobopolicyError
 
@@ -77,6 +96,18 @@ class TeleopConfig:
     """Safety filter: lower corner of the end-effector box (m); needs forward kinematics."""
     workspace_upper: tuple[float, float, float] | None = None
     """Safety filter: upper corner of that box (m)."""
+    estop_latch_path: str = dataclasses.field(default_factory=default_latch_path)
+    """The e-stop latch file (R5), the daemon's: a session refuses to start while it is set and
+    stops within ``estop_poll_s`` once it is (``robopolicy control --estop``)."""
+    estop_poll_s: float = 0.1
+    """How often the running session looks for the latch (s); the arm's own e-stop is seen at
+    every tick and latches it."""
+    policy: ControlConfig = POLICY_DEFAULTS
+    """Intervention mode: how the policy is followed — request deadline, chunk lead, the
+    watchdog's ``command_timeout_s`` (hold) and ``stop_timeout_s`` (the policy stops),
+    ``first_chunk_timeout_s``, ``sensor_max_age_s``, interpolation, action space (the
+    daemon's :class:`~hardware.daemon.config.ControlConfig`; its rate, safety-filter, exit,
+    e-stop and log fields are refused: the session's fps and filter settings apply)."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.fps) and 0 < self.fps <= 1000):
@@ -95,6 +126,11 @@ class TeleopConfig:
             raise ValueError(f"max_step must be a positive angle, got {self.max_step}")
         if (self.workspace_lower is None) != (self.workspace_upper is None):
             raise ValueError("set both workspace_lower and workspace_upper, or neither")
+        if not self.estop_latch_path:
+            raise ValueError("estop_latch_path must name a file")
+        if not (math.isfinite(self.estop_poll_s) and self.estop_poll_s > 0):
+            raise ValueError(f"estop_poll_s must be positive, got {self.estop_poll_s}")
+        check_policy_config(self.policy)
 
     @property
     def episode_frames(self) -> int:
@@ -139,6 +175,10 @@ class SessionResult:
     """Frames dropped because the writer was behind (in the kept episodes)."""
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
     """Ticks without a frame, by cause: ``arm``, ``camera`` or ``device`` could not be read."""
+    takeovers: int = 0
+    """Intervention mode: times the operator took the arm from the policy."""
+    policy: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Intervention mode: the policy's chunk, hold and request counters."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -155,6 +195,7 @@ class TeleopSession:
         recorder: the store to record into.
         view: what the operator sees (default: JSON lines on stderr).
         clock: the loop's clock (default: the driver's, so ticks and sensing times compare).
+        policy: the policy server of intervention mode; None: the operator drives alone.
     """
 
     def __init__(
@@ -167,8 +208,13 @@ class TeleopSession:
         *,
         view: OperatorView | None = None,
         clock: Clock | None = None,
+        policy: PolicySource | None = None,
     ) -> None:
         self.driver, self.device, self.cameras = driver, device, list(cameras)
+        self.policy = policy
+        self.intervention: Intervention | None = None
+        """Intervention mode's state once :meth:`run` has started (who drives, the policy's
+        requester); None without a policy."""
         self.config, self.recorder_config = config, recorder
         self.view = view or HeadlessView()
         self.clock = clock or driver.clock
@@ -176,6 +222,8 @@ class TeleopSession:
         self.fk = find_fk(driver) if self.limits.has_workspace else None
         if self.limits.has_workspace and self.fk is None:
             raise RobopolicyError("a workspace box needs forward kinematics this driver lacks")
+        self.latch = EStopLatch(config.estop_latch_path)
+        self._estop = EStopWatch(self.latch, config.estop_poll_s)
         self._stop: str | None = None
         self._recording = False
         self._failing: set[str] = set()
@@ -185,9 +233,26 @@ class TeleopSession:
         self._stop = self._stop or reason
 
     def run(self) -> SessionResult:
-        """Record until the episodes are kept, the operator quits or a signal arrives."""
+        """Record until the episodes are kept, the operator quits, a signal arrives or the
+        e-stop latches (raises :class:`~hardware.daemon.estop.EStopLatched`, touching nothing,
+        while the latch is set)."""
         cfg = self.config
+        self.latch.require_clear()
         setup = RecordingSetup.of(self.driver, self.cameras, cfg.fps)
+        kinematics = find_attribute(self.driver, "arm")  # SimArm's FK/IK (sim.arm.Arm)
+        commander = TeleopCommander(
+            self.device, self.limits, 1.0 / cfg.fps, kinematics=kinematics, fk=self.fk
+        )
+        if self.policy is not None:  # the server is asked before anything is connected
+            self.intervention = Intervention.open(
+                self.policy,
+                commander,
+                cfg.policy,
+                self.driver.spec,
+                self.clock,
+                self.view,
+                fk=self.fk,
+            )
         with contextlib.ExitStack() as stack:
             stack.callback(self.view.close)
             stack.enter_context(ExitGuard(self.request_stop))
@@ -197,17 +262,22 @@ class TeleopSession:
             # fails to open leaves no empty store behind; closing discards an episode in flight
             recorder = Recorder(self.recorder_config, setup, notify=self._notice)
             stack.enter_context(recorder)
+            if self.intervention is not None:
+                stack.enter_context(self.intervention)  # the requester's thread runs from here on
             result = SessionResult(str(self.recorder_config.path), recorder.next_index)
-            kinematics = find_attribute(self.driver, "arm")  # SimArm's FK/IK (sim.arm.Arm)
-            commander = TeleopCommander(
-                self.device, self.limits, 1.0 / cfg.fps, kinematics=kinematics, fk=self.fk
-            )
             self.view.event(
-                "running", pid=os.getpid(), store=result.store, next=recorder.next_index
+                "running",
+                pid=os.getpid(),
+                store=result.store,
+                next=recorder.next_index,
+                control=self._control(),
             )
             result.reason = self._loop(recorder, commander, result)
             if self._recording:  # quit or a signal mid-episode: it is not kept
                 self._end(recorder.discard(), result)
+            if self.intervention is not None:
+                result.takeovers = self.intervention.takeovers
+                result.policy = self.intervention.summary()
             self.view.event("stopped", **result.to_dict())
         return result
 
@@ -259,7 +329,11 @@ class TeleopSession:
         except DriverError as exc:
             self._skip("arm", exc, result)
             return None, None, ()
-        self._failing.discard("arm")
+        estop = self._estop.check(state.estopped, self.clock.monotonic())
+        if estop is not None:  # nothing more is written: the session ends this tick
+            self._notice(f"e-stop: {estop}; clear with `robopolicy control --clear-estop`")
+            self.request_stop("estop")
+            return state, None, ()
         images: dict[str, np.ndarray] | None = {}
         try:
             images = {camera.config.key: camera.read().image for camera in self.cameras}
@@ -267,24 +341,45 @@ class TeleopSession:
         except CameraError as exc:
             self._skip("camera", exc, result)
             images = None
+        pilot = self.intervention
         try:
-            step = commander.step(state)
-        except DeviceError as exc:  # nothing is written: the arm holds its last command
-            self._skip("device", exc, result)
-            return state, None, ()
-        self._failing.discard("device")
-        sent = self.driver.send_action(step.action)
+            reading = self.device.read()
+            self._failing.discard("device")
+        except DeviceError as exc:
+            if pilot is None or pilot.human:  # nothing is written: the arm holds its command
+                self._skip("device", exc, result)
+                return state, None, ()
+            self._tell("device", f"{exc} (the policy drives on; no take-over until it reads)")
+            reading = DeviceReading(None, (), self.clock.monotonic())
+        if pilot is not None:
+            pilot.switch(reading.events, state)
+        human = pilot is None or pilot.human
+        if pilot is not None and not human:
+            action, report = pilot.command(state)
+        else:
+            step = commander.command(reading, state)
+            action, report = step.action, step.report
+            if pilot is not None:
+                pilot.observe(state)
+        if not report.reference_ok:  # nothing finite to hold at: write nothing
+            self._skip("arm", "the reading is not finite, nothing written", result)
+            return state, None, reading.events
+        self._failing.discard("arm")
+        sent = self.driver.send_action(action)
+        if pilot is not None:
+            pilot.sent()
         if images is None:
-            return state, None, step.events
+            return state, None, reading.events
         frame = {
             "state": state.as_action().astype(np.float32),
             "action": np.asarray(sent, dtype=np.float32),
             "timestamp": np.float64(state.sensed_at),
+            "intervention": np.uint8(human),
             **images,
         }
         if state.velocities is not None:
             frame["velocity"] = np.asarray(state.velocities, dtype=np.float32)
-        return state, frame, step.events
+        return state, frame, reading.events
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -325,13 +420,22 @@ class TeleopSession:
             positions=state.positions,
             gripper=state.gripper,
             dropped=recorder.dropped,
+            control=self._control(),
         )
 
-    def _skip(self, cause: str, exc: Exception, result: SessionResult) -> None:
+    def _control(self) -> str:
+        """Who drives (:attr:`Intervention.control`; ``operator`` without a policy)."""
+        return "operator" if self.intervention is None else self.intervention.control
+
+    def _skip(self, cause: str, problem: object, result: SessionResult) -> None:
         result.skipped[cause] = result.skipped.get(cause, 0) + 1
-        if cause not in self._failing:  # tell the operator once per run of failures
+        self._tell(cause, f"{problem} (ticks without its reading are not recorded)")
+
+    def _tell(self, cause: str, message: str) -> None:
+        """Tell the operator about ``cause`` once per run of failures."""
+        if cause not in self._failing:
             self._failing.add(cause)
-            self._notice(f"{cause}: {exc} (ticks without its reading are not recorded)")
+            self._notice(f"{cause}: {message}")
 
     def _notice(self, message: str) -> None:
         self.view.event("notice", message=message)

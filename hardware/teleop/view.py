@@ -51,6 +51,9 @@ class Status:
     """Measured gripper (0 open .. 1 closed), None without one."""
     dropped: int
     """Frames of the episode in flight dropped because the writer was behind."""
+    control: str = "operator"
+    """Who drives: ``operator``, or in intervention mode ``policy``, ``holding`` (the arm
+    waits for the policy's chunks) or ``stopped`` (the policy gave up: take over)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +65,7 @@ class Status:
             "positions": [round(float(q), 4) for q in self.positions],
             "gripper": None if self.gripper is None else round(float(self.gripper), 3),
             "dropped": self.dropped,
+            "control": self.control,
         }
 
 
@@ -121,7 +125,7 @@ class TerminalView(OperatorView):
         cameras = ",".join(key.removeprefix("image.") for key in images) or "none"
         line = (
             f"{mode} episode {status.episode} ({status.kept}/{status.episodes} kept) "
-            f"{status.elapsed:6.1f} s | joints {joints} | gripper {gripper} | "
+            f"{status.elapsed:6.1f} s | {status.control} | joints {joints} | gripper {gripper} | "
             f"cameras {cameras} | dropped {status.dropped}"
         )
         self.stream.write(f"\r{line}{CLEAR_LINE}")

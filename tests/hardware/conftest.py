@@ -18,6 +18,13 @@ def _skip_real_hardware(request: pytest.FixtureRequest) -> None:
         pytest.skip("real-hardware test: set ROBOPOLICY_HARDWARE=1 and the robot's address")
 
 
+@pytest.fixture(autouse=True)
+def _private_estop_latch(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Each test its own e-stop latch file: no test reads or sets this machine's latch."""
+    path = tmp_path_factory.mktemp("latch") / "estop.json"
+    monkeypatch.setenv("ROBOPOLICY_ESTOP_LATCH", str(path))
+
+
 @pytest.fixture
 def so101_calibration() -> ArmCalibration:
     """Five joints on servos 1..5 (alternating directions) and a gripper on servo 6."""

@@ -1,5 +1,5 @@
 """Shared pieces of the daemon tests: a scripted chunk source, wave chunks, a virtual-time rig,
-a fake client, and a wait on a policy server's progress."""
+a fake client, a requester without its thread, and a wait on a policy server's progress."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from hardware.daemon.chunks import Chunk
 from hardware.daemon.config import ControlConfig
 from hardware.daemon.daemon import limits_for
 from hardware.daemon.loop import ControlLoop
+from hardware.daemon.requester import Requester
 from hardware.driver import Driver
 from hardware.faults import FaultPlan, FaultyDriver
 from hardware.monitor import InvariantMonitor
@@ -149,6 +150,18 @@ class FakeClient:
 
     def close(self) -> None:
         self.closed += 1
+
+
+class InlineRequester(Requester):
+    """The requester without its thread: each ``want`` is answered at once, in the loop's
+    thread, so a run on virtual time is deterministic (the loop waits on the client)."""
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def want(self) -> None:
+        super().want()
+        self.request_once()
 
 
 def wave_reply(obs: dict[str, np.ndarray]) -> np.ndarray:

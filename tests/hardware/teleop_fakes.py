@@ -1,11 +1,30 @@
-"""Injected event sources for the teleop device tests: a scripted joystick and HID reports."""
+"""Injected event sources for the teleop tests: scripted key presses, a scripted joystick and
+HID reports."""
 
 from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 
 from hardware.teleop.gamepad import GamepadState
+
+Script = dict[int, list[str] | Callable[[], list[str] | None]]
+
+
+class ScriptedKeys:
+    """Key presses by tick: poll ``i`` returns ``script[i]``; a callable there runs instead and
+    its result (None: nothing) is the keys."""
+
+    def __init__(self, script: Script) -> None:
+        self.script, self.polls = script, 0
+
+    def poll(self) -> list[str]:
+        action = self.script.get(self.polls, [])
+        self.polls += 1
+        if callable(action):
+            return list(action() or [])
+        return list(action)
 
 
 class FakeJoystick:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,15 @@ from hardware.testing.scorecard import unsafe_writes
 from hardware.ur_arm import ur_spec
 from robopolicy.config import ConfigError, apply_overrides
 from robopolicy.serve.client import ServerError
-from tests.hardware.daemon_helpers import CENTER, META, PERIOD, FakeClient, wave, wave_reply
+from tests.hardware.daemon_helpers import (
+    CENTER,
+    META,
+    PERIOD,
+    FakeClient,
+    wait_until,
+    wave,
+    wave_reply,
+)
 
 SPEC = arm6_spec()
 
@@ -168,6 +177,36 @@ def test_failed_requests_are_counted_and_never_deliver() -> None:
     outcomes = [req.request_once() for _ in range(4)]
     assert outcomes == ["timeouts", "connection_errors", "server_internal", "rejected"]
     assert not req.pending()
+
+
+def test_a_flush_drops_the_chunk_waiting_and_the_reply_in_flight() -> None:
+    """What was asked for before a flush is never delivered after it (intervention mode flushes
+    when the operator takes over and hands back)."""
+    sent, release = threading.Event(), threading.Event()
+
+    def slow(obs: dict[str, np.ndarray]) -> np.ndarray:
+        sent.set()
+        assert release.wait(10)
+        return wave_reply(obs)
+
+    req, _, _ = requester(wave_reply)
+    assert req.request_once() == "chunk" and req.pending()
+    req.flush()  # a chunk waiting
+    assert not req.pending() and req.poll() is None
+    req, client, _ = requester(slow)
+    req.start()
+    try:
+        req.want()
+        assert sent.wait(10)  # the request is in flight
+        req.flush()
+        release.set()
+        wait_until(lambda: req.stats["stale"] == 1, "the stale reply", timeout=10)
+        assert not req.pending() and req.stats["chunks"] == 0 and len(client.calls) == 1
+        req.want()  # asked for after the flush: delivered
+        wait_until(req.pending, "a fresh chunk", timeout=10)
+    finally:
+        req.stop()
+    assert req.poll() is not None and [o for _, o in req.outcomes] == ["stale", "chunk"]
 
 
 def test_no_request_without_a_fresh_reading() -> None:

@@ -11,7 +11,6 @@ import json
 import os
 import pty
 import signal
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,8 @@ import pytest
 from hardware.cameras.camera import Camera, CameraConfig, Frame, StaleFrameError
 from hardware.cameras.sim import SimCamera, SimCameraConfig
 from hardware.clock import VirtualClock
+from hardware.daemon.config import default_latch_path
+from hardware.daemon.estop import EStopLatch, EStopLatched
 from hardware.recorder import EpisodeWriter, RecorderConfig, RecordingError
 from hardware.sim_arm import SimArm, arm6_spec
 from hardware.teleop.keyboard import KeyboardConfig, KeyboardDevice
@@ -29,25 +30,10 @@ from hardware.teleop.view import HeadlessView
 from hardware.testing.processes import DaemonProcess
 from robopolicy.cli import main as cli
 from robopolicy.data.store import EpisodeStore
+from tests.hardware.teleop_fakes import Script, ScriptedKeys
 from tests.sim.test_builtin_tasks import gl_problem
 
 FPS = 20.0
-Script = dict[int, list[str] | Callable[[], None]]
-
-
-class ScriptedKeys:
-    """Key presses by tick: poll ``i`` returns ``script[i]``; a callable there runs instead."""
-
-    def __init__(self, script: Script) -> None:
-        self.script, self.polls = script, 0
-
-    def poll(self) -> list[str]:
-        action = self.script.get(self.polls, [])
-        self.polls += 1
-        if callable(action):
-            action()
-            return []
-        return list(action)
 
 
 def record(
@@ -108,11 +94,13 @@ def test_episodes_are_committed_with_the_recorded_keys(two_episodes) -> None:
         "action": ((7,), np.dtype("float32")),
         "velocity": ((6,), np.dtype("float32")),
         "timestamp": ((), np.dtype("float64")),
+        "intervention": ((), np.dtype("uint8")),
         "image.overview": ((24, 32, 3), np.dtype("uint8")),
         "image.wrist": ((24, 32, 3), np.dtype("uint8")),
     }
     frames = store.frames(0, store.n_frames)
     assert np.allclose(np.diff(frames["timestamp"]), 1 / FPS)  # one frame a tick, no gaps
+    assert (frames["intervention"] == 1).all()  # without a policy the operator drives throughout
     assert np.ptp(frames["state"][:, :6], axis=0).max() > 0.02  # the keys moved the arm
     assert frames["action"][-1, 6] == 1.0  # the space bar closed the gripper
     spec = arm6_spec()
@@ -189,6 +177,23 @@ def test_quit_ends_the_session_and_resume_continues_the_numbering(tmp_path: Path
     assert EpisodeStore.open(path).episode_meta("episode_number").tolist() == [0, 1]
     with pytest.raises(RecordingError, match="fps 20 -> 10"):
         record(path, {}, fps=10.0, reset_seconds=0)
+
+
+def test_the_estop_latch_stops_a_session_and_a_set_latch_refuses_one(tmp_path: Path) -> None:
+    """Set from outside mid-episode (``robopolicy control --estop``), the latch ends the session
+    within a poll, nothing more is written and the episode in flight is not kept; while it is
+    set, the next session does not start (R5)."""
+    latch = EStopLatch(default_latch_path())  # this test's own (tests/hardware/conftest.py)
+    path = tmp_path / "e.zarr"
+    script: Script = {12: lambda: latch.set("operator", source="test")}  # episode 2: polls 11..15
+    result, events = record(path, script, episodes=3, episode_seconds=0.25, reset_seconds=0)
+    assert result.reason == "estop" and result.kept == [0, 1] and result.discarded == 1
+    assert any("e-stop" in e.get("message", "") for e in events if e["event"] == "notice")
+    assert result.ticks <= 12 + 1 + round(0.1 * FPS)  # seen within one poll of 0.1 s
+    assert EpisodeStore.open(path).episode_lengths.tolist() == [5, 5]
+    with pytest.raises(EStopLatched):
+        record(path, {}, reset_seconds=0)
+    assert EpisodeStore.open(path).episode_lengths.tolist() == [5, 5]
 
 
 class FlakyCamera(Camera):

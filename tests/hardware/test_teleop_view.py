@@ -56,7 +56,7 @@ def test_the_terminal_line_is_redrawn_in_place_with_events_above_it() -> None:
     text = stream.getvalue()
     assert text.count("\r") == 3 and text.endswith("\n")
     first, notice, second = text.split("\r")[1:]
-    assert first.startswith("REC   episode 3 (1/5 kept)    2.5 s | joints +0.10 -0.20")
+    assert first.startswith("REC   episode 3 (1/5 kept)    2.5 s | operator | joints +0.10 -0.20")
     assert "gripper 1.00 | cameras front,wrist" in first and first.endswith(CLEAR_LINE)
     assert notice == f"{CLEAR_LINE}notice: camera: frozen\n"
     assert second.startswith("ready episode 3") and "cameras none" in second
