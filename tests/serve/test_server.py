@@ -115,12 +115,13 @@ class GatedEngine:
     """An engine whose runs wait until the test opens the gate."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner, self.gate = inner, threading.Event()
+        self.inner, self.gate, self.entered = inner, threading.Event(), threading.Event()
 
     def metadata(self) -> dict[str, Any]:
         return self.inner.metadata()
 
     def run(self, *args: Any) -> np.ndarray:
+        self.entered.set()
         self.gate.wait(10)
         return self.inner.run(*args)
 
@@ -130,6 +131,7 @@ def test_requests_that_queue_together_share_a_forward_pass(policy: Policy) -> No
     requests = [inputs(1, 10 + i) for i in range(4)]
     with serving(engine, max_batch=8) as (_, port), PolicyClient(port=port) as probe:
         thread, first = in_thread(PolicyClient(port=port).infer, inputs(1, 9)[0], timeout_s=10)
+        assert engine.entered.wait(10)  # the first request is held at the gate, alone
 
         def ask(request: tuple[dict[str, np.ndarray], np.ndarray]) -> tuple[np.ndarray, dict]:
             with PolicyClient(port=port) as client:
