@@ -519,7 +519,7 @@ def _train(
                 eval_after_checkpoint = (
                     evaluation(composite=False) if ft < k else dict(session.eval_after)
                 )
-                scalars |= session.evaluated(eval_after_checkpoint, prefix="eval_checkpoint")
+                scalars |= {f"eval_checkpoint/{k}": v for k, v in eval_after_checkpoint.items()}
             scalars["time/eval_s"] = time.perf_counter() - updated
             session.log(batch.env_steps, scalars)
             if session.due(config.checkpoint_every):

@@ -221,11 +221,10 @@ class RunSession:
         """Whether something done every ``every`` iterations (0: only at the end) is due now."""
         return self.final or bool(every and self.iteration % every == 0)
 
-    def evaluated(self, figures: dict[str, float], prefix: str = "eval") -> dict[str, float]:
-        """Record ``figures`` as the latest evaluation; returns them as ``prefix/...`` scalars."""
-        if prefix == "eval":
-            self.eval_after = dict(figures)
-        return {f"{prefix}/{k}": v for k, v in figures.items()}
+    def evaluated(self, figures: dict[str, float]) -> dict[str, float]:
+        """Record ``figures`` as the latest evaluation; returns them as ``eval/...`` scalars."""
+        self.eval_after = dict(figures)
+        return {f"eval/{k}": v for k, v in figures.items()}
 
     def log(self, env_steps: int, scalars: dict[str, float]) -> None:
         """Write the iteration's scalars (if any) and advance the bar by its ``env_steps``."""
