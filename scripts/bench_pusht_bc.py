@@ -3,15 +3,15 @@
 Observations are Diffusion Policy's low-dim ones: the block's 9 keypoints (``data/keypoint``)
 and the agent position (``state[:, :2]``), written once to ``OUT/pusht_lowdim.zarr`` next to the
 actions. Each kind (``flow``, ``diffusion``) trains with the ``pusht`` preset for ``--steps``
-optimizer steps on one thread (no rollouts during training), then its final EMA checkpoint is
-evaluated on ``--episodes`` seeded episodes from seed 100000 (Diffusion Policy's test seeds) with
-``robopolicy eval``'s code. Reports per kind: steps, training wall and CPU seconds, mean max
-coverage (Diffusion Policy's Push-T score), success rate with its 95% interval. Running it again
-resumes unfinished training (the seconds then count this invocation only) and reuses finished
-runs.
+optimizer steps on ``--threads`` threads (no rollouts during training), then its final EMA
+checkpoint is evaluated on ``--episodes`` seeded episodes from seed 100000 (Diffusion Policy's
+test seeds) with ``robopolicy eval``'s code. Reports per kind: steps, training wall and CPU
+seconds, mean max coverage (Diffusion Policy's Push-T score), success rate with its 95%
+interval. Running it again resumes unfinished training (the seconds then count this invocation
+only) and reuses finished runs.
 
     python scripts/bench_pusht_bc.py --out out/bench-pusht [--kinds flow,diffusion]
-        [--steps 100000] [--episodes 100] [--data PATH] [--json]
+        [--steps 100000] [--threads 1] [--episodes 100] [--data PATH] [--json]
 
 Needs the ``pusht`` extra and ``../shared/data/pusht/pusht_cchi_v7_replay.zarr`` (or ``--data``).
 """
@@ -58,7 +58,7 @@ def lowdim_store(source: Path, out: Path) -> Path:
     return out
 
 
-def train(kind: str, data: Path, run: Path, steps: int) -> dict[str, float]:
+def train(kind: str, data: Path, run: Path, steps: int, threads: int) -> dict[str, float]:
     """Train ``kind`` with the ``pusht`` preset (resuming ``run``); wall and CPU seconds."""
     from robopolicy.train.presets import get_preset
     from robopolicy.train.trainer import Trainer
@@ -66,6 +66,7 @@ def train(kind: str, data: Path, run: Path, steps: int) -> dict[str, float]:
     config = get_preset("pusht", policy=kind, data=str(data))
     config.max_steps = steps
     config.eval_every = 0
+    config.num_threads = threads
     wall, cpu = time.perf_counter(), time.process_time()
     result = Trainer(config, card={"task": "pusht"}).fit(run, resume=(run / "checkpoints").is_dir())
     return {
@@ -90,13 +91,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="directory for runs and results")
     parser.add_argument("--kinds", default="flow,diffusion", help="policy kinds, comma-separated")
     parser.add_argument("--steps", type=int, default=100_000, help="optimizer steps per kind")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Push-T replay zarr")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"{args.data}: no Push-T data (give --data)")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     data = lowdim_store(args.data, args.out / "pusht_lowdim.zarr")
     rows = []
     for kind in args.kinds.split(","):
@@ -105,12 +107,13 @@ def main() -> int:
         if done.is_file() and json.loads(done.read_text())["step"] >= args.steps:
             rows.append(json.loads(done.read_text()))
             continue
-        row = {"kind": kind, **train(kind, data, run, args.steps)}
+        row = {"kind": kind, **train(kind, data, run, args.steps, args.threads)}
         row.update(evaluate(row["checkpoint"], args.episodes))
         done.write_text(json.dumps(row, indent=2))
         rows.append(row)
     report = {
         "steps": args.steps,
+        "threads": args.threads,
         "episodes": args.episodes,
         "eval_seed": EVAL_SEED,
         "cpu_count": os.cpu_count(),

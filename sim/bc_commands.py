@@ -140,6 +140,7 @@ def _number(value: Any) -> bool:
         arg("--episodes", type=int, default=50, help="episodes (default 50)"),
         arg("--seed", type=int, default=100_000, help="episode i uses seed SEED+i (100000)"),
         arg("--num-envs", type=int, default=8, help="parallel envs (default 8)"),
+        arg("--sampler", default=None, help="ddpm, ddim (diffusion); euler, midpoint (flow)"),
         arg("--steps", type=int, default=None, help="denoising steps (default: the policy's)"),
         arg("--videos", type=int, default=2, help="mp4s of the first episodes (default 2)"),
         arg("--out", default=None, help="where eval.json and videos go (default ./eval-<ckpt>)"),
@@ -156,6 +157,14 @@ def eval_command(args: argparse.Namespace) -> int:
     if not task:
         raise RobopolicyError(f"{checkpoint}: its card names no task; give --task")
     policy = load_policy(checkpoint)
+    if args.sampler is not None:
+        set_sampler = getattr(policy, "set_sampler", None)
+        if set_sampler is None:
+            raise RobopolicyError(f"{checkpoint}: this policy has no sampler to choose")
+        try:
+            set_sampler(args.sampler)
+        except ValueError as exc:
+            raise RobopolicyError(f"--sampler: {exc}") from None
     out = Path(args.out or f"eval-{checkpoint.resolve().name}")
     figures = evaluate_policy(
         policy,
@@ -168,6 +177,9 @@ def eval_command(args: argparse.Namespace) -> int:
         video_dir=out / "videos",
     )
     figures["checkpoint"] = str(checkpoint.resolve())
+    if hasattr(policy.config, "sampler"):
+        figures["sampler"] = policy.config.sampler
+        figures["steps"] = args.steps or policy.config.inference_steps
     if args.videos or args.out:
         atomic_write_json(out / "eval.json", figures)
     if args.json:

@@ -113,5 +113,4 @@ def _steered_sampler(config: Any) -> dict[str, Any]:
     with eta 0 for a diffusion base, the flow's integrator) for ``base_steps`` steps."""
     base = config.base
     sampler = "ddim" if base.sampler in ("ddpm", "ddim") else base.sampler
-    own = getattr(base, "inference_steps", None) or base.num_inference_steps
-    return {"sampler": f"steered {sampler}", "steps": config.base_steps or own}
+    return {"sampler": f"steered {sampler}", "steps": config.base_steps or base.inference_steps}

@@ -124,7 +124,7 @@ def distill(
     student = make_student(teacher, config.steps).train()
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(
-        student.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        student.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
     )
     warmup = max(1, config.train_steps // 20)
     losses: list[float] = []

@@ -348,7 +348,6 @@ def _train(
             critic_optimizer.load_state_dict(state["critic_optimizer"])
             scaler.stats.load_state_dict(state["reward_stats"])  # per-env returns restart at 0
             generator.set_state(state["generator"])
-            eval_after_checkpoint = dict(state["eval_after_checkpoint"])
 
         # -- acting ------------------------------------------------------------------------------
         executed = executed_slice(policy)
@@ -399,7 +398,7 @@ def _train(
                 "critic_optimizer": critic_optimizer.state_dict(),
                 "reward_stats": scaler.stats.state_dict(),
                 "generator": generator.get_state(),
-                "eval_after_checkpoint": eval_after_checkpoint or session.eval_after,
+                "eval_after_checkpoint": eval_after_checkpoint,  # set by the final iteration
             }
             facts = {"dppo": {"denoising_steps": k, "ft_denoising_steps": ft}}
             return session.save(policy, tree, card | facts)
@@ -528,7 +527,7 @@ def _train(
     finally:
         collector.close()
         evaluate.close()
-    return session.result(eval_after_checkpoint=eval_after_checkpoint or session.eval_after)
+    return session.result(eval_after_checkpoint=eval_after_checkpoint)
 
 
 def per_decision(batch: RolloutBatch) -> RolloutBatch:

@@ -73,7 +73,7 @@ class PolicyEngine:
         obs = {k: {"shape": [c.n_obs_steps, *c.shapes[k]], "dtype": "float32"} for k in c.obs_keys}
         for key in c.image_keys:
             obs[key] = {"shape": [c.n_obs_steps, *c.shapes[key]], "dtype": "uint8"}
-        steps = getattr(c, "inference_steps", None) or getattr(c, "num_inference_steps", None)
+        steps = getattr(c, "inference_steps", None)
         return {
             "protocol": PROTOCOL_VERSION,
             "name": self.name,

@@ -109,6 +109,12 @@ def test_eval_command_reports_success_with_an_interval(tiny_run, tmp_path, capsy
     assert figures["task"] == "arm-push" and figures["episodes"] == 2
     assert len(figures["success_rate_ci95"]) == 2 and "mean_max_score" in figures
     assert [e["seed"] for e in figures["per_episode"]] == [3, 4]
+    assert (figures["sampler"], figures["steps"]) == ("euler", 10)  # the checkpoint's own
+    assert main([*args, "--videos", "0", "--json", "--sampler", "midpoint", "--steps", "2"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert (figures["sampler"], figures["steps"]) == ("midpoint", 2)
+    assert main([*args, "--sampler", "midpont"]) == 2
+    assert "--sampler: sampler must be one of ['euler', 'midpoint']" in capsys.readouterr().err
 
 
 def test_train_command_overrides_and_help(tiny_run, tmp_path, capsys):

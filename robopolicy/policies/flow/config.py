@@ -60,3 +60,8 @@ class FlowConfig(PolicyConfig):
             raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
         if not self.time_scale > 0:
             raise ValueError(f"time_scale must be positive, got {self.time_scale}")
+
+    @property
+    def inference_steps(self) -> int:
+        """Integration steps per sample (``num_inference_steps``; the diffusion config's name)."""
+        return self.num_inference_steps

@@ -160,9 +160,7 @@ class _DatasetWriter:
         row["meta/episodes/file_index"] = 0
         for name, value in episode.meta.items():
             if is_reserved_column(name) or name in row:
-                raise DataError(
-                    self.root, "per-episode value has a name LeRobot uses", key=name
-                )
+                raise DataError(self.root, "per-episode value has a name LeRobot uses", key=name)
             row[name] = value.item() if isinstance(value, np.generic) else value
         self.rows.append(row)
         self.stats.append(stats)
