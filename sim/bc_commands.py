@@ -150,6 +150,7 @@ def _number(value: Any) -> bool:
 def eval_command(args: argparse.Namespace) -> int:
     from robopolicy.atomic import atomic_write_json
     from robopolicy.policies import load_policy, read_card
+    from robopolicy.policies.base import choose_sampler
     from sim.evaluate import evaluate_policy
 
     checkpoint = Path(args.checkpoint)
@@ -157,14 +158,10 @@ def eval_command(args: argparse.Namespace) -> int:
     if not task:
         raise RobopolicyError(f"{checkpoint}: its card names no task; give --task")
     policy = load_policy(checkpoint)
-    if args.sampler is not None:
-        set_sampler = getattr(policy, "set_sampler", None)
-        if set_sampler is None:
-            raise RobopolicyError(f"{checkpoint}: this policy has no sampler to choose")
-        try:
-            set_sampler(args.sampler)
-        except ValueError as exc:
-            raise RobopolicyError(f"--sampler: {exc}") from None
+    try:
+        choose_sampler(policy, args.sampler)
+    except ValueError as exc:
+        raise RobopolicyError(f"{checkpoint}: --sampler: {exc}") from None
     out = Path(args.out or f"eval-{checkpoint.resolve().name}")
     figures = evaluate_policy(
         policy,

@@ -95,7 +95,7 @@ class InferenceEngine:
         self.process = process_of(policy)
         c = policy.config
         self.spec: SamplerSpec = get_sampler(config.sampler or c.sampler, self.process.family)
-        self.steps = config.steps or getattr(c, "inference_steps", None) or c.num_inference_steps
+        self.steps = config.steps or c.inference_steps
         self.spec.grid(self.process, self.steps)  # validates steps
         eta = config.eta if config.eta is not None else getattr(c, "eta", 0.0)
         if config.eta is not None and "eta" not in self.spec.options:

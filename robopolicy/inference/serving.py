@@ -40,14 +40,11 @@ def load_engine(
     """The server's engine for ``checkpoint`` (module docstring); a ValueError names a bad
     sampler, step count or backend."""
     if backend == "policy":
+        from robopolicy.policies.base import choose_sampler
         from robopolicy.serve.engine import PolicyEngine
 
         engine = PolicyEngine.from_checkpoint(checkpoint, threads=threads, fps=fps)
-        if sampler is not None or steps is not None:
-            set_sampler = getattr(engine.policy, "set_sampler", None)
-            if set_sampler is None:
-                raise ValueError("this policy has no sampler to choose")
-            set_sampler(sampler, steps=steps)
+        choose_sampler(engine.policy, sampler, steps)
         return engine
     from robopolicy.inference.engine import load_for_inference
 

@@ -115,6 +115,18 @@ def register_policy(name: str, config: type[PolicyConfig]) -> Callable[[type], t
     return decorate
 
 
+def choose_sampler(policy: Policy, sampler: str | None, steps: int | None = None) -> None:
+    """Sample ``policy`` with ``sampler`` (None: its own) for ``steps`` steps (None: its own),
+    e.g. right after ``load_policy``; a ValueError for a policy without samplers (Gaussian,
+    steered) or a sampler that is not its family's."""
+    if sampler is None and steps is None:
+        return
+    set_sampler = getattr(policy, "set_sampler", None)
+    if set_sampler is None:
+        raise ValueError("this policy has no sampler to choose")
+    set_sampler(sampler, steps=steps)
+
+
 def load_policy_types() -> dict[str, type[Policy]]:
     """Import every policy package under :mod:`robopolicy.policies` (each registers itself)."""
     import robopolicy.policies
