@@ -24,10 +24,11 @@ evaluated before and after on the same episodes (seeds 100000 …):
   500 decisions = 80,000 env steps per iteration, also for PPO and FPO); 240,000 env steps (3
   iterations) per algorithm; return over 10 episodes.
 
-Sized for about an hour on 2 idle cores. Measured on 2026-12-04 with other CPU-bound jobs beside
-it (load 4-5 on 2 cores): arm-push 26 min (data and BC 6, PPO 1.5, DPPO 3, FPO 3, DSRL 12.5),
-Hopper 55 min (data 8.5, BC 6.5, PPO 2, DPPO 10, FPO 10, DSRL 18); DSRL is the slowest per env
-step, its updates dominate (BENCHMARKS.md). A row's ``seconds`` is its run's
+Meant for about an hour on 2 idle cores, not yet timed as a whole on an idle machine. Measured
+on 2026-12-04 with other CPU-bound jobs beside it (load 2-5 on 2 cores): arm-push 26 min (data
+and BC 6, PPO 1.5, DPPO 3, FPO 3, DSRL 12.5), Hopper 55 min (data 8.5, BC 6.5, PPO 2, DPPO 10,
+FPO 10, DSRL 18), Lift's four rows 24 min; DSRL is the slowest per env step, its updates
+dominate (BENCHMARKS.md). A row's ``seconds`` is its run's
 wall-clock, its evaluations included. ``--smoke`` runs every stage with tiny sizes (a few
 hundred env steps per row) into ``<out>/smoke`` to check the script, never the figures.
 
