@@ -60,7 +60,8 @@ def serve(args: argparse.Namespace) -> int:
         raise RobopolicyError(str(exc)) from None
     if args.delay_ms < 0:
         raise RobopolicyError("--delay-ms must be >= 0")
-    try:
+
+    def build() -> Engine:  # on the server's inference thread, where it will run
         engine: Engine = load_engine(
             args.checkpoint,
             backend=args.backend,
@@ -69,11 +70,12 @@ def serve(args: argparse.Namespace) -> int:
             threads=args.threads,
             fps=args.fps,
         )
+        return SlowEngine(engine, args.delay_ms / 1e3) if args.delay_ms > 0 else engine
+
+    try:
+        server = PolicyServer(build, config)
     except ValueError as exc:
         raise RobopolicyError(str(exc)) from None
-    if args.delay_ms > 0:
-        engine = SlowEngine(engine, args.delay_ms / 1e3)
-    server = PolicyServer(engine, config)
 
     def ready(host: str, port: int) -> None:
         event = {"event": "listening", "host": host, "port": port, "pid": os.getpid()}

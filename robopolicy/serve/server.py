@@ -48,14 +48,19 @@ class _Connection:
 class PolicyServer:
     """Serves ``engine`` on ``config.host:config.port``; see the module docstring."""
 
-    def __init__(self, engine: Engine, config: ServerConfig | None = None) -> None:
-        self.engine = engine
+    def __init__(
+        self, engine: Engine | Callable[[], Engine], config: ServerConfig | None = None
+    ) -> None:
+        """``engine``, or a callable that builds it on the inference thread (what ``robopolicy
+        serve`` passes: torch work belongs on the thread that will run it, see
+        :mod:`robopolicy.serve.worker`)."""
         self.config = config or ServerConfig()
-        self.meta = engine.metadata()
         self.address: tuple[str, int] | None = None
         self._stats = collections.Counter[str]()
         self._stats_lock = threading.Lock()
         self._worker = InferenceWorker(engine, self.config, self._post, self._count)
+        self.engine = self._worker.engine
+        self.meta = self.engine.metadata()
         self._conns: set[_Connection] = set()
         self._handlers: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None

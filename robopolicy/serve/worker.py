@@ -5,6 +5,11 @@ can share its forward pass (:meth:`~robopolicy.serve.messages.InferInput.group_k
 most ``max_batch`` samples, waiting at most ``batch_wait_ms`` for them), drops those whose
 deadline has passed (``expired``), runs the rest as one batch and hands every reply, already
 encoded, to ``post`` (the server forwards it to the event loop).
+
+Given a factory rather than an engine, the worker builds the engine on that same thread: torch
+keeps an intra-op thread pool per OS thread, and a policy built and warmed up on one thread but
+run on another paid for two pools on the same cores (a 4M-parameter UNet ran about 2x slower at
+2 threads; BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,28 +48,45 @@ class Job:
     """``received + timeout_ms``: past it, the job is dropped before inference."""
 
 
+def _log_failure(done: Future[None]) -> None:
+    if not done.cancelled() and (exc := done.exception()) is not None:
+        log.error("the inference thread stopped", exc_info=exc)
+
+
 class InferenceWorker:
-    """Runs jobs on ``engine`` in its own thread; ``post(job, reply)`` delivers replies."""
+    """Runs jobs on ``engine`` in its own thread; ``post(job, reply)`` delivers replies.
+
+    ``engine`` may be a callable that returns the engine: it is then called on the inference
+    thread (its exceptions reach the caller here)."""
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | Callable[[], Engine],
         config: ServerConfig,
         post: Callable[[Job, dict[str, Any]], None],
         count: Callable[..., None],
     ) -> None:
-        self.engine, self.config, self.post, self.count = engine, config, post, count
-        meta = engine.metadata()
+        self.config, self.post, self.count = config, post, count
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="robopolicy-serve-infer")
+        if not hasattr(engine, "metadata"):
+            try:
+                engine = self._thread.submit(engine).result()
+            except BaseException:
+                self._thread.shutdown(wait=False)
+                raise
+        self.engine: Engine = engine  # type: ignore[assignment]
+        meta = self.engine.metadata()
         self.start_index = meta["n_obs_steps"] - 1
         self.period = 1.0 / meta["fps"] if meta.get("fps") else None
         self.chunk = (meta["horizon"], meta["action_dim"])
         self._jobs: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name="robopolicy-serve-infer")
+        self._running: Future[None] | None = None
 
     def start(self) -> None:
-        self._thread.start()
+        self._running = self._thread.submit(self._run)
+        self._running.add_done_callback(_log_failure)
 
     def queued(self) -> int:
         return len(self._jobs)
@@ -85,8 +108,8 @@ class InferenceWorker:
             dropped = list(self._jobs)
             self._jobs.clear()
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        finished = self._running is None or not wait([self._running], timeout).not_done
+        self._thread.shutdown(wait=finished)  # a hung engine is left behind, not waited on
         return dropped
 
     def _run(self) -> None:

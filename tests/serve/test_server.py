@@ -199,6 +199,34 @@ def test_invalid_inputs_get_replies_naming_the_field(policy: Policy) -> None:
     assert np.array_equal(actions, reference(policy, obs, noise))
 
 
+class ThreadRecorder(PolicyEngine):
+    """Records the thread that runs it."""
+
+    def run(self, *args: Any) -> np.ndarray:
+        self.ran_on = threading.current_thread()
+        return super().run(*args)
+
+
+def test_an_engine_factory_runs_on_the_inference_thread(policy: Policy) -> None:
+    built_on = []
+
+    def build() -> ThreadRecorder:
+        built_on.append(threading.current_thread())
+        return ThreadRecorder(policy)
+
+    obs, noise = inputs(1, 7)
+    with serving(build) as (server, port):
+        actions, _ = PolicyClient(port=port).infer(obs, noise=noise, timeout_s=5)
+        assert built_on == [server.engine.ran_on] and built_on[0] is not threading.main_thread()
+    assert np.array_equal(actions, reference(policy, obs, noise))
+
+    def broken() -> PolicyEngine:
+        raise ValueError("no such sampler")
+
+    with pytest.raises(ValueError, match="no such sampler"):
+        PolicyServer(broken, ServerConfig(port=0))
+
+
 def test_shutdown_finishes_the_running_pass_and_leaves_no_thread(policy: Policy) -> None:
     before = {t.ident for t in threading.enumerate()}
     obs, noise = inputs(1, 6)
