@@ -1,7 +1,8 @@
 """Benchmark RL fine-tuning: PPO, DPPO, FPO and DSRL from the same cloned policies and budget.
 
     python scripts/bench_finetune.py [--tasks arm-push,hopper] [--algos ppo,dppo,fpo,dsrl]
-                                     [--out out/bench_finetune] [--smoke] [--quiet] [--json]
+                                     [--out out/bench_finetune] [--threads N] [--smoke] [--quiet]
+                                     [--json]
     .venv-rs/bin/python scripts/bench_finetune.py --tasks robosuite-lift   # robosuite's venv
 
 Per task, once: demonstrations, then behaviour cloning of the policy kinds the chosen
@@ -314,23 +315,24 @@ def prepare_data(bench: TaskBench, root: Path, progress: bool) -> dict[str, Any]
     return {"path": str(path), **medium(config, progress=progress)}
 
 
-def train_bc(bench: TaskBench, kind: str, data: str, root: Path) -> dict[str, Any]:
+def train_bc(bench: TaskBench, kind: str, data: str, root: Path, threads: int) -> dict[str, Any]:
     """Behaviour-clone ``kind`` on ``data`` into ``root/bc-<kind>`` (resumed when there)."""
     from robopolicy.config import apply_overrides
     from robopolicy.train.presets import get_preset
     from robopolicy.train.trainer import Trainer
 
     config = get_preset("arm-push", policy=kind, data=data)
-    config = apply_overrides(config, ["num_threads=1", *bench.bc[kind]])
+    config = apply_overrides(config, [f"num_threads={threads}", *bench.bc[kind]])
     card = {"task": bench.task, "command": "scripts/bench_finetune.py"}
     result = Trainer(config, card=card).fit(root / f"bc-{kind}", resume=True)
     checkpoint = Path(result.latest).resolve()
     return {"checkpoint": str(checkpoint), "step": result.step, "seconds": result.seconds}
 
 
-def row_settings(bench: TaskBench, algo: str) -> list[str]:
+def row_settings(bench: TaskBench, algo: str, threads: int) -> list[str]:
     """The ``key=value`` config of one row: budget, the shared evaluation, the task's settings."""
     return [
+        f"torch_threads={threads}",
         f"total_env_steps={bench.env_steps}",
         f"eval_episodes={bench.eval_episodes}",
         f"eval_envs={bench.eval_envs}",
@@ -340,7 +342,7 @@ def row_settings(bench: TaskBench, algo: str) -> list[str]:
 
 
 def run_row(
-    bench: TaskBench, algo: str, checkpoint: str, root: Path, progress: bool
+    bench: TaskBench, algo: str, checkpoint: str, root: Path, threads: int, progress: bool
 ) -> dict[str, Any]:
     """Fine-tune ``checkpoint`` with ``algo`` into ``root/<algo>`` (resumed when there)."""
     from robopolicy.config import apply_overrides
@@ -348,7 +350,7 @@ def run_row(
     from sim.rollout import SimRollouts
 
     algorithm = get_algorithm(algo)
-    settings = row_settings(bench, algo)
+    settings = row_settings(bench, algo, threads)
     config = apply_overrides(algorithm.config(), settings)
     rollouts = SimRollouts(bench.task, task_kwargs=dict(bench.task_kwargs))
     card = {"task": bench.task, "command": "scripts/bench_finetune.py"}
@@ -409,7 +411,7 @@ def plot_task(root: Path, bench: TaskBench, algos: list[str]) -> Path:
 
 
 def bench_task(
-    bench: TaskBench, algos: list[str], root: Path, progress: bool
+    bench: TaskBench, algos: list[str], root: Path, threads: int, progress: bool
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """Every stage of one task: (preparation report, rows, failed algorithms)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -418,20 +420,20 @@ def bench_task(
     prepared: dict[str, Any] = {"data": data, "bc": {}}
     for kind in sorted({STARTS_FROM[a] for a in algos}):
         log.info("%s: behaviour cloning (%s)", bench.task, kind)
-        prepared["bc"][kind] = train_bc(bench, kind, data["path"], root)
+        prepared["bc"][kind] = train_bc(bench, kind, data["path"], root, threads)
     rows, failed = [], []
     for algo in algos:
         path = root / f"{algo}.json"
         if path.exists():
             row = json.loads(path.read_text(encoding="utf-8"))
-            if row["settings"] == row_settings(bench, algo):
+            if row["settings"] == row_settings(bench, algo, threads):
                 log.info("%s %s: done before", bench.task, algo)
                 rows.append(row)
                 continue
         log.info("%s %s: %d env steps", bench.task, algo, bench.env_steps)
         checkpoint = prepared["bc"][STARTS_FROM[algo]]["checkpoint"]
         try:
-            row = run_row(bench, algo, checkpoint, root, progress)
+            row = run_row(bench, algo, checkpoint, root, threads, progress)
         except Exception:  # one broken algorithm must not cost the other rows of an hour's run
             log.error("%s %s failed:\n%s", bench.task, algo, traceback.format_exc())
             failed.append(algo)
@@ -459,10 +461,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
     parser.add_argument("--algos", default=",".join(ALGOS), help="comma-separated algorithms")
     parser.add_argument("--out", default="out/bench_finetune", help="where everything goes")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run")
     parser.add_argument("--smoke", action="store_true", help="tiny budgets: checks the script")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's import notice
     tasks = _names(args.tasks, list(TASKS), "task")
@@ -472,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     document: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
         "profile": profile,
+        "threads": args.threads,
         "tasks": {},
         "skipped": {},
         "failed": {},
@@ -488,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             document["skipped"][name] = reason
             continue
         root = Path(args.out) / profile / name
-        prepared, rows, failed = bench_task(bench, algos, root, not args.quiet)
+        prepared, rows, failed = bench_task(bench, algos, root, args.threads, not args.quiet)
         document["tasks"][name] = {
             "env_steps": bench.env_steps,
             "eval_episodes": bench.eval_episodes,
@@ -521,7 +527,10 @@ def print_table(document: dict[str, Any]) -> None:
         print(f"{name}: skipped ({reason})")
     for name, failed in document["failed"].items():
         print(f"{name}: failed: {', '.join(failed)} (tracebacks above)")
-    print(f"profile {document['profile']}; {document['seconds']} s in all; {document['machine']}")
+    print(
+        f"profile {document['profile']}, {document['threads']} torch thread(s) per run; "
+        f"{document['seconds']} s in all; {document['machine']}"
+    )
 
 
 if __name__ == "__main__":
