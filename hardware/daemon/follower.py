@@ -180,7 +180,10 @@ class PlanFollower:
             stats.late_chunks += 1
             stats.dropped_actions += len(live)
             return Flag.DROPPED, len(live)
-        current = last if last is not None else measured
+        # where the running plan is now (a tick that restarted from ``last`` would repeat it)
+        current = self.plan.sample(now)
+        if current is None:
+            current = last if last is not None else measured
         first = int(np.argmax(live))
         verdict = self.checker.check_bridge(
             current, chunk.actions[first], float(chunk.due[first]) - now, chunk.period

@@ -16,6 +16,7 @@ from hardware.daemon.adapters import AdapterError, EEAdapter, JointAdapter, ObsH
 from hardware.daemon.chunks import Chunk, ChunkChecker, Plan
 from hardware.daemon.config import ControlConfig
 from hardware.daemon.daemon import limits_for
+from hardware.daemon.follower import PlanFollower
 from hardware.daemon.log import TickLog, read_ticks
 from hardware.daemon.mirror import MirroredSim
 from hardware.daemon.requester import Requester
@@ -99,6 +100,44 @@ def test_a_chunk_leaving_the_limits_is_rejected_whole_not_clipped() -> None:
     far = checker().check_bridge(CENTER, CENTER + 0.8, 0.02, PERIOD)
     near = checker().check_bridge(CENTER, CENTER + 0.05, 0.02, PERIOD)
     assert not far and near
+
+
+class ScriptedChunks:
+    """A chunk source that delivers the chunks a test appends, one per poll."""
+
+    def __init__(self) -> None:
+        self.chunks: list[Chunk] = []
+
+    def poll(self) -> Chunk | None:
+        return self.chunks.pop(0) if self.chunks else None
+
+    def want(self) -> None:
+        pass
+
+    def pending(self) -> bool:
+        return bool(self.chunks)
+
+
+def test_a_chunk_accepted_mid_plan_continues_it_without_repeating_a_command() -> None:
+    source, tick = ScriptedChunks(), 0.01
+    follower = PlanFollower(ControlConfig(), source, checker())
+    follower.start(10.0)
+    times = 10.0 + np.arange(8) * PERIOD
+    source.chunks.append(Chunk(wave(times, CENTER), times, PERIOD, 1))
+    last, targets = None, []
+    for k in range(40):
+        now = 10.0 + k * tick
+        if k == 25:  # the next chunk of the same motion, its first action due between ticks
+            later = now + 0.5 * tick + np.arange(8) * PERIOD
+            source.chunks.append(Chunk(wave(later, CENTER), later, PERIOD, 2))
+        reading = ArmState(CENTER[:6].copy(), now, gripper=0.5)
+        step = follower.step(reading, CENTER, now, last)
+        assert step.target is not None and not step.holding
+        targets.append(last := step.target)
+    assert follower.plan.seq == 2
+    moves = np.abs(np.diff(np.array(targets)[:, 0]))
+    assert moves[20:35].min() > 0.2 * moves[20:35].max()  # no tick stands still at the switch
+    assert np.allclose(targets[25], wave(np.array([10.25]), CENTER)[0], atol=1e-3)
 
 
 def requester(
