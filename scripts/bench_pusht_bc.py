@@ -8,10 +8,11 @@ checkpoint is evaluated on ``--episodes`` seeded episodes from seed 100000 (Diff
 test seeds) with ``robopolicy eval``'s code. Reports per kind: steps, training wall and CPU
 seconds, mean max coverage (Diffusion Policy's Push-T score), success rate with its 95%
 interval. Running it again resumes unfinished training (the seconds then count this invocation
-only) and reuses finished runs.
+only) and reuses finished runs. ``KEY=VALUE`` arguments override fields of the preset (e.g.
+``optim.weight_decay=0.01``) for every kind.
 
     python scripts/bench_pusht_bc.py --out out/bench-pusht [--kinds flow,diffusion]
-        [--steps 100000] [--threads 1] [--episodes 100] [--data PATH] [--json]
+        [--steps 100000] [--threads 1] [--episodes 100] [--data PATH] [--json] [KEY=VALUE ...]
 
 Needs the ``pusht`` extra and ``../shared/data/pusht/pusht_cchi_v7_replay.zarr`` (or ``--data``).
 """
@@ -58,12 +59,16 @@ def lowdim_store(source: Path, out: Path) -> Path:
     return out
 
 
-def train(kind: str, data: Path, run: Path, steps: int, threads: int) -> dict[str, float]:
-    """Train ``kind`` with the ``pusht`` preset (resuming ``run``); wall and CPU seconds."""
+def train(
+    kind: str, data: Path, run: Path, steps: int, threads: int, overrides: list[str]
+) -> dict[str, float]:
+    """Train ``kind`` with the ``pusht`` preset and ``overrides`` (resuming ``run``); wall and
+    CPU seconds."""
+    from robopolicy.config import apply_overrides
     from robopolicy.train.presets import get_preset
     from robopolicy.train.trainer import Trainer
 
-    config = get_preset("pusht", policy=kind, data=str(data))
+    config = apply_overrides(get_preset("pusht", policy=kind, data=str(data)), overrides)
     config.max_steps = steps
     config.eval_every = 0
     config.num_threads = threads
@@ -95,6 +100,7 @@ def main() -> int:
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Push-T replay zarr")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="preset overrides")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"{args.data}: no Push-T data (give --data)")
@@ -107,13 +113,14 @@ def main() -> int:
         if done.is_file() and json.loads(done.read_text())["step"] >= args.steps:
             rows.append(json.loads(done.read_text()))
             continue
-        row = {"kind": kind, **train(kind, data, run, args.steps, args.threads)}
+        row = {"kind": kind, **train(kind, data, run, args.steps, args.threads, args.overrides)}
         row.update(evaluate(row["checkpoint"], args.episodes))
         done.write_text(json.dumps(row, indent=2))
         rows.append(row)
     report = {
         "steps": args.steps,
         "threads": args.threads,
+        "overrides": args.overrides,
         "episodes": args.episodes,
         "eval_seed": EVAL_SEED,
         "cpu_count": os.cpu_count(),
