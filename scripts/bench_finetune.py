@@ -5,6 +5,8 @@
                                      [--json]
     .venv-rs/bin/python scripts/bench_finetune.py --tasks robosuite-lift   # robosuite's venv
 
+The table in BENCHMARKS.md: both commands with ``--threads 2`` on an idle 2-core machine.
+
 Per task, once: demonstrations, then behaviour cloning of the policy kinds the chosen
 algorithms start from. Then per algorithm, one ``robopolicy finetune`` run (the registered entry
 point, :mod:`robopolicy.rl.registry`) from that checkpoint, with the task's env-step budget,
@@ -29,13 +31,12 @@ evaluated before and after on the same episodes (seeds 100000 …):
   algorithm (three on-policy iterations ran 238.7k: a chunk cut by an episode's end executes
   fewer than 4 actions, so a 240k budget started a fourth); return over 10 episodes.
 
-Meant for about an hour on 2 idle cores, not yet timed as a whole on an idle machine. Measured
-on 2026-12-04 with other CPU-bound jobs beside it (load 2-5 on 2 cores): arm-push 26 min (data
-and BC 6, PPO 1.5, DPPO 3, FPO 3, DSRL 12.5), Hopper 55 min (data 8.5, BC 6.5, PPO 2, DPPO 10,
-FPO 10, DSRL 18), Lift's four rows 24 min; DSRL is the slowest per env step, its updates
-dominate (BENCHMARKS.md). A row's ``seconds`` is its run's
-wall-clock, its evaluations included. ``--smoke`` runs every stage with tiny sizes (a few
-hundred env steps per row) into ``<out>/smoke`` to check the script, never the figures.
+Sized for an hour on 2 idle cores: with ``--threads 2`` on an idle 2-core machine (2026-12-04)
+the whole table took 43 min from an empty ``--out`` (arm-push 8.5, Hopper 16, Lift 18.5; data
+and cloning included). DSRL is the slowest per env step on the MuJoCo tasks, its updates
+dominate (BENCHMARKS.md). A row's ``seconds`` is its run's wall-clock, its evaluations included.
+``--smoke`` runs every stage with tiny sizes (a few hundred env steps per row) into
+``<out>/smoke`` to check the script, never the figures.
 
 Resumable: data, BC runs and RL runs continue where they stopped, and a row whose result file
 (``<out>/<profile>/<task>/<algo>.json``) matches its settings is not run again. Curves: each run
