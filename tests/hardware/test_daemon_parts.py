@@ -35,6 +35,7 @@ from tests.hardware.daemon_helpers import (
     META,
     PERIOD,
     FakeClient,
+    ScriptedSource,
     wait_until,
     wave,
     wave_reply,
@@ -102,38 +103,24 @@ def test_a_chunk_leaving_the_limits_is_rejected_whole_not_clipped() -> None:
     assert not far and near
 
 
-class ScriptedChunks:
-    """A chunk source that delivers the chunks a test appends, one per poll."""
-
-    def __init__(self) -> None:
-        self.chunks: list[Chunk] = []
-
-    def poll(self) -> Chunk | None:
-        return self.chunks.pop(0) if self.chunks else None
-
-    def want(self) -> None:
-        pass
-
-    def pending(self) -> bool:
-        return bool(self.chunks)
-
-
 def test_a_chunk_accepted_mid_plan_continues_it_without_repeating_a_command() -> None:
-    source, tick = ScriptedChunks(), 0.01
+    clock, tick = VirtualClock(10.0), 0.01
+    source = ScriptedSource(clock)
     follower = PlanFollower(ControlConfig(), source, checker())
     follower.start(10.0)
     times = 10.0 + np.arange(8) * PERIOD
-    source.chunks.append(Chunk(wave(times, CENTER), times, PERIOD, 1))
+    source.at(10.0, Chunk(wave(times, CENTER), times, PERIOD, 1))
+    # the next chunk of the same motion, arriving at tick 25, its first action due between ticks
+    later = 10.25 + 0.5 * tick + np.arange(8) * PERIOD
+    source.at(10.245, Chunk(wave(later, CENTER), later, PERIOD, 2))
     last, targets = None, []
-    for k in range(40):
-        now = 10.0 + k * tick
-        if k == 25:  # the next chunk of the same motion, its first action due between ticks
-            later = now + 0.5 * tick + np.arange(8) * PERIOD
-            source.chunks.append(Chunk(wave(later, CENTER), later, PERIOD, 2))
+    for _ in range(40):
+        now = clock.monotonic()
         reading = ArmState(CENTER[:6].copy(), now, gripper=0.5)
         step = follower.step(reading, CENTER, now, last)
         assert step.target is not None and not step.holding
         targets.append(last := step.target)
+        clock.advance(tick)
     assert follower.plan.seq == 2
     moves = np.abs(np.diff(np.array(targets)[:, 0]))
     assert moves[20:35].min() > 0.2 * moves[20:35].max()  # no tick stands still at the switch
