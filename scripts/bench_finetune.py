@@ -130,10 +130,16 @@ _PPO_FINETUNE = (
 """PPO from a cloned Gaussian: small, early-stopped steps, so it does not unlearn the BC."""
 
 
-def _bc(*overrides: str, diffusion_steps: int | None = None) -> dict[str, tuple[str, ...]]:
-    """BC overrides of both kinds; the diffusion policy's K when ``diffusion_steps`` is given."""
+def _bc(
+    *overrides: str,
+    diffusion_steps: int | None = None,
+    flow: tuple[str, ...] = (),
+    diffusion: tuple[str, ...] = (),
+) -> dict[str, tuple[str, ...]]:
+    """BC overrides of both kinds, then each kind's own (``flow``, ``diffusion``); the diffusion
+    policy's K when ``diffusion_steps`` is given."""
     steps = () if diffusion_steps is None else (f"policy.num_train_timesteps={diffusion_steps}",)
-    return {"flow": overrides, "diffusion": (*overrides, *steps)}
+    return {"flow": (*overrides, *flow), "diffusion": (*overrides, *steps, *diffusion)}
 
 
 TASKS = {
@@ -176,15 +182,12 @@ TASKS = {
         eval_envs=10,
         # under-trained clones, as DPPO fine-tunes early pretraining checkpoints: cloned for
         # 1,000 steps or more, the policies lift the cube every time and the rows say nothing
-        bc={
-            "flow": (*_DPPO_WINDOW, "max_steps=250", "checkpoint_every=250"),
-            "diffusion": (
-                *_DPPO_WINDOW,
-                "max_steps=400",
-                "checkpoint_every=400",
-                "policy.num_train_timesteps=20",
-            ),
-        },
+        bc=_bc(
+            *_DPPO_WINDOW,
+            diffusion_steps=20,
+            flow=("max_steps=250", "checkpoint_every=250"),
+            diffusion=("max_steps=400", "checkpoint_every=400"),
+        ),
         algos={
             # evaluations only before and after (robosuite is slow); 2,000 env steps an iteration
             "ppo": (
