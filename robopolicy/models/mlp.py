@@ -4,7 +4,8 @@ The chunk is flattened, joined with a timestep embedding (a small MLP on the sin
 the conditioning vector, and mapped back to ``Tp·Da`` numbers by either
 
 - a residual MLP (DPPO's default): a linear map to the hidden width, then pre-activation residual
-  blocks of two linear layers each (``[LayerNorm] -> act -> Linear``, twice, plus the input), then
+  blocks of two linear layers each (``[LayerNorm] -> act -> Linear``, twice, plus the input; with
+  ``dropout`` the second linear layer's input is dropped out, as in DDPM's residual blocks), then
   a linear output. ``hidden_dims`` must then be equal widths and odd in number:
   ``(512, 512, 512)`` is the input layer and one residual block, as DPPO's gym and robomimic
   configurations use; or
@@ -64,13 +65,16 @@ def make_mlp(
 class ResidualBlock(nn.Module):
     """Pre-activation residual block: (B, D) -> (B, D), ``x + f(x)`` with two linear layers."""
 
-    def __init__(self, dim: int, activation: str, layer_norm: bool) -> None:
+    def __init__(self, dim: int, activation: str, layer_norm: bool, dropout: float = 0.0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for _ in range(2):
+        for second in (False, True):
             if layer_norm:
                 layers.append(nn.LayerNorm(dim, eps=1e-6))
-            layers += [ACTIVATIONS[activation](), nn.Linear(dim, dim)]
+            layers.append(ACTIVATIONS[activation]())
+            if second and dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            layers.append(nn.Linear(dim, dim))
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -91,6 +95,9 @@ class MLPDenoiserConfig(DenoiserConfig):
     """LayerNorm before each activation (residual) or after each hidden linear layer (plain)."""
     activation: Activation = "mish"
     """Hidden activation: mish, relu, gelu, silu, tanh or elu."""
+    dropout: float = 0.0
+    """Dropout probability before the second linear layer of each residual block (residual MLP
+    only), in [0, 1); 0 adds no module, so checkpoints without it keep their parameter names."""
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(d) for d in self.hidden_dims)
@@ -105,6 +112,10 @@ class MLPDenoiserConfig(DenoiserConfig):
             raise ValueError(f"time_embed_dim must be even and >= 2, got {self.time_embed_dim}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.dropout and not self.residual:
+            raise ValueError("dropout applies to the residual MLP only (residual=True)")
 
 
 @register_denoiser("mlp", MLPDenoiserConfig)
@@ -123,7 +134,10 @@ class MLPDenoiser(Denoiser):
             width, n_blocks = c.hidden_dims[0], (len(c.hidden_dims) - 1) // 2
             self.net = nn.Sequential(
                 nn.Linear(in_dim, width),
-                *(ResidualBlock(width, c.activation, c.layer_norm) for _ in range(n_blocks)),
+                *(
+                    ResidualBlock(width, c.activation, c.layer_norm, c.dropout)
+                    for _ in range(n_blocks)
+                ),
                 nn.Linear(width, out_dim),
             )
         else:

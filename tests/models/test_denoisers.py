@@ -19,7 +19,9 @@ from robopolicy.models.embeddings import sinusoidal_embedding
 
 TINY: dict[str, DenoiserConfig] = {
     "unet1d": UNet1DConfig(down_dims=(16, 32, 64), kernel_size=3, n_groups=4, time_embed_dim=16),
-    "mlp": MLPDenoiserConfig(hidden_dims=(32, 32, 32), time_embed_dim=8, layer_norm=True),
+    "mlp": MLPDenoiserConfig(
+        hidden_dims=(32, 32, 32), time_embed_dim=8, layer_norm=True, dropout=0.1
+    ),
     "transformer": TransformerDenoiserConfig(d_model=16, n_heads=2, n_layers=2, dropout=0.1),
 }
 DA, TP, DC, B = 3, 16, 5, 4
@@ -120,6 +122,10 @@ def test_unknown_type_and_bad_sizes_are_config_errors() -> None:
         UNet1DConfig(down_dims=(12, 24), n_groups=8)
     with pytest.raises(ValueError, match="odd number of equal"):
         MLPDenoiserConfig(hidden_dims=(64, 64))
+    with pytest.raises(ValueError, match="dropout must be in"):
+        MLPDenoiserConfig(dropout=1.0)
+    with pytest.raises(ValueError, match="residual MLP only"):
+        MLPDenoiserConfig(hidden_dims=(32, 16), residual=False, dropout=0.1)
     with pytest.raises(ValueError, match="divisible by n_heads"):
         TransformerDenoiserConfig(d_model=18, n_heads=4)
 
@@ -181,3 +187,17 @@ def test_transformer_causal_switch(causal: bool) -> None:
     changed = (net(later, t, cond) - net(x, t, cond)).abs().amax(dim=(0, 2))
     assert (changed[:5].max() < 1e-6) == causal
     assert changed[5:].min() > 1e-6
+
+
+def test_mlp_dropout_is_random_in_training_and_keeps_parameter_names() -> None:
+    plain = MLPDenoiserConfig(hidden_dims=(32, 32, 32), time_embed_dim=8)
+    dropped = MLPDenoiserConfig(hidden_dims=(32, 32, 32), time_embed_dim=8, dropout=0.5)
+    nets = [build_denoiser(c, action_dim=DA, horizon=TP, cond_dim=DC) for c in (plain, dropped)]
+    # dropout 0 adds no module: the parameter names of checkpoints made before the field exist
+    assert "net.1.body.1.weight" in nets[0].state_dict()
+    assert [p.shape for p in nets[0].parameters()] == [p.shape for p in nets[1].parameters()]
+    x, t, cond = inputs()
+    net = nets[1].train()
+    assert not torch.equal(net(x, t, cond), net(x, t, cond))
+    net.eval()
+    assert torch.equal(net(x, t, cond), net(x, t, cond))
