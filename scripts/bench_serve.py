@@ -11,14 +11,16 @@ server's overhead), both on ``--threads`` threads and never at the same time. Ba
 ``policy`` is the policy's own loop (``policy.sample`` under ``inference_mode``; ``robopolicy
 serve``): with DDPM over all 100 steps it is the plain many-step baseline. The others are
 :class:`robopolicy.inference.engine.InferenceEngine` backends (``onnx``: the exported denoiser
-in ONNX Runtime; ``torch``: eager with the engine's loop), served by ``robopolicy serve
---backend``; only they have ``dpmpp``. Then requests
+in ONNX Runtime; ``torch``: eager with the engine's loop; ``cuda-graph``: captured CUDA
+graphs, with ``--device cuda``), served by ``robopolicy serve --backend``; only they have
+``dpmpp``. ``--device`` is where the policy runs, in-process and in the server. Then requests
 per second with 1, 4 and 16 concurrent clients (threads, one connection each) at
 :data:`THROUGHPUT` steps, without and with batching (``--max-batch 16``), and ``health``
 latency while a client keeps inference busy. A table goes to stdout, or one JSON document with
 ``--json``; progress to stderr.
 
     python scripts/bench_serve.py [--policies mlp unet] [--backends policy onnx] [--json]
+    python scripts/bench_serve.py --device cuda --backends policy torch cuda-graph   # a GPU
 """
 
 from __future__ import annotations
@@ -144,8 +146,9 @@ def bench(name: str, args: argparse.Namespace, workdir: Path) -> list[dict[str, 
     policy = build(name)
     params = sum(p.numel() for p in policy.parameters())
     checkpoint = save_policy(policy, workdir / name)
+    policy = policy.to(args.device)
     obs_np = {"state": np.random.default_rng(1).normal(size=(1, 2, 20)).astype(np.float32)}
-    obs = {k: torch.from_numpy(v) for k, v in obs_np.items()}
+    obs = {k: torch.from_numpy(v).to(args.device) for k, v in obs_np.items()}
     rows: list[dict[str, Any]] = []
     for backend in args.backends:
         for sampler, step_counts in SAMPLERS[type(policy)]:
@@ -154,14 +157,15 @@ def bench(name: str, args: argparse.Namespace, workdir: Path) -> list[dict[str, 
             base = {"policy": name, "params": params, "backend": backend, "sampler": sampler}
             sample = local_sampler(policy, backend, sampler, args.threads)
             for steps in step_counts:
-                with torch.inference_mode():
+                with torch.inference_mode():  # .cpu(): the actions in hand, GPU work done
                     local = timed(
-                        lambda f=sample, k=steps: f(obs, steps=k), args.repeats, args.budget
+                        lambda f=sample, k=steps: f(obs, steps=k).cpu(), args.repeats, args.budget
                     )
                 rows.append({**base, "steps": steps, "path": "in-process", **stats(local)})
             torch.set_num_threads(args.threads)
             print(f"  {name} {backend} {sampler}: in-process done", file=sys.stderr)
             options = {"backend": backend, "threads": args.threads, "sampler": sampler}
+            options["device"] = args.device
             with ServerProcess(checkpoint, **options) as server:
                 client = PolicyClient(port=server.port)
                 for steps in step_counts:
@@ -181,7 +185,7 @@ def bench(name: str, args: argparse.Namespace, workdir: Path) -> list[dict[str, 
         sampler, steps = THROUGHPUT[type(policy)]
         for max_batch in (1, 16):
             options = {"backend": backend, "threads": args.threads, "sampler": sampler}
-            options |= {"steps": steps, "max_batch": max_batch}
+            options |= {"steps": steps, "max_batch": max_batch, "device": args.device}
             with ServerProcess(checkpoint, **options) as server:
                 for clients in CLIENTS:
                     figures = throughput(server.port, clients, obs_np, args.seconds)
@@ -237,11 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policies", nargs="+", default=["mlp", "unet"], choices=POLICIES)
     parser.add_argument("--threads", type=int, default=2, help="torch threads, both sides")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda-graph needs cuda)")
     parser.add_argument(
         "--backends",
         nargs="+",
         default=["policy", "onnx"],
-        choices=["policy", "torch", "onnx"],
+        choices=["policy", "torch", "onnx", "cuda-graph"],
         help="policy: the policy's own loop and robopolicy serve; else the inference engine",
     )
     parser.add_argument("--repeats", type=int, default=100, help="timed calls per latency row")

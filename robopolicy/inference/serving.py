@@ -6,7 +6,8 @@
   in-process call returns; samplers ddpm/ddim/euler/midpoint through ``set_sampler``). Any other
   backend (``auto``, ``torch``, ``onnx``, ``cuda-graph``) serves an
   :class:`~robopolicy.inference.engine.InferenceEngine`: any registered sampler (``dpmpp``
-  too), on the exported graph or CUDA graphs.
+  too), on the exported graph or CUDA graphs. ``device`` is where the policy runs: ``cuda``
+  for ``cuda-graph`` (the default there), ``cpu`` otherwise.
 - :class:`ServerProcess` runs ``robopolicy serve CKPT --port 0 ...`` in a subprocess and reads
   the address it prints (benchmarks, the quickstart's serving stage, tests).
 """
@@ -36,19 +37,27 @@ def load_engine(
     steps: int | None = None,
     threads: int | None = None,
     fps: float | None = None,
+    device: str | None = None,
 ) -> Any:
     """The server's engine for ``checkpoint`` (module docstring); a ValueError names a bad
-    sampler, step count or backend."""
+    sampler, step count, backend or device."""
+    import torch
+
+    device = device or ("cuda" if backend == "cuda-graph" else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this machine has no CUDA GPU (torch sees none)")
     if backend == "policy":
         from robopolicy.policies.base import choose_sampler
         from robopolicy.serve.engine import PolicyEngine
 
-        engine = PolicyEngine.from_checkpoint(checkpoint, threads=threads, fps=fps)
+        engine = PolicyEngine.from_checkpoint(checkpoint, threads=threads, fps=fps, device=device)
         choose_sampler(engine.policy, sampler, steps)
         return engine
     from robopolicy.inference.engine import load_for_inference
 
-    return load_for_inference(checkpoint, sampler, steps, backend=backend, threads=threads, fps=fps)
+    return load_for_inference(
+        checkpoint, sampler, steps, backend=backend, threads=threads, fps=fps, device=device
+    )
 
 
 class ServerProcess:

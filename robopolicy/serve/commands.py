@@ -35,6 +35,7 @@ TOKEN_ENV = "ROBOPOLICY_SERVE_TOKEN"
             help="policy: the policy's own sample(); auto, torch, onnx or cuda-graph: the "
             "inference engine (robopolicy.inference), auto picking the fastest",
         ),
+        arg("--device", default=None, help="cpu or cuda (default: cuda for cuda-graph, else cpu)"),
         arg("--sampler", default=None, help="ddpm, ddim, dpmpp (engine only); euler, midpoint"),
         arg("--steps", type=int, default=None, help="denoising steps per sample"),
         arg("--fps", type=float, default=None, help="control rate, when the card lacks it"),
@@ -69,6 +70,7 @@ def serve(args: argparse.Namespace) -> int:
             steps=args.steps,
             threads=args.threads,
             fps=args.fps,
+            device=args.device,
         )
         return SlowEngine(engine, args.delay_ms / 1e3) if args.delay_ms > 0 else engine
 

@@ -60,13 +60,15 @@ class PolicyEngine:
         self.name = name
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs: Any) -> PolicyEngine:
-        """Load the checkpoint at ``path``; its ``card.json`` may give ``fps``."""
+    def from_checkpoint(
+        cls, path: str | Path, *, device: str = "cpu", **kwargs: Any
+    ) -> PolicyEngine:
+        """Load the checkpoint at ``path`` onto ``device``; its ``card.json`` may give ``fps``."""
         from robopolicy.policies.checkpoint import load_policy, read_card
 
         card = read_card(path)
         fps = kwargs.pop("fps", None) or card.get("fps")
-        return cls(load_policy(path), fps=fps, name=Path(path).name, **kwargs)
+        return cls(load_policy(path, device=device), fps=fps, name=Path(path).name, **kwargs)
 
     def metadata(self) -> dict[str, Any]:
         c = self.policy.config

@@ -75,6 +75,14 @@ def test_serve_refuses_a_bad_backend_or_sampler_before_binding(tmp_path, capsys)
     for flags, message in (
         (["--backend", "onx"], "did you mean 'onnx'"),
         (["--backend", "torch", "--sampler", "dpmpp"], "no flow sampler 'dpmpp'"),
+        *(
+            []
+            if torch.cuda.is_available()
+            else [
+                (["--backend", "cuda-graph"], "device 'cuda': this machine has no CUDA GPU"),
+                (["--device", "cuda"], "device 'cuda': this machine has no CUDA GPU"),
+            ]
+        ),
     ):
         assert main(["serve", str(path), "--port", "0", *flags]) == 2
         assert message in capsys.readouterr().err
