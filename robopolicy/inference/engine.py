@@ -215,9 +215,10 @@ class InferenceEngine:
         return self.unnormalize(x)
 
     def unnormalize(self, x: Array) -> Tensor:
-        """Raw-unit actions (torch) from a normalized chunk in the backend's array type."""
+        """Raw-unit actions (torch) from a normalized chunk in the backend's array type (the
+        policy's ``to_actions``: a flow policy clips first)."""
         with torch.inference_mode():
-            return self.policy.normalizer.unnormalize(self.to_torch(x).to(self.device), "action")
+            return self.policy.to_actions(self.to_torch(x).to(self.device))
 
     def normalize(self, actions: Any) -> Array:
         """A raw-unit chunk (B, T, Da) as normalized actions in the backend's array type."""

@@ -159,6 +159,11 @@ class Policy(nn.Module):
         """Scalar behaviour-cloning loss on a raw-unit batch."""
         raise NotImplementedError
 
+    def to_actions(self, x: Tensor) -> Tensor:
+        """Raw-unit actions (B, T, Da) from a sampled chunk in normalized units (every sampler's
+        last step, the policy's own and the inference engine's)."""
+        return self.normalizer.unnormalize(x, "action")
+
     def reset(self) -> None:
         """Forget state carried between calls (e.g. a warm-start chunk); stateless by default."""
 

@@ -29,12 +29,22 @@ from robopolicy.errors import DataError
 from robopolicy.policies.base import POLICIES, Policy, PolicyConfig, load_policy_types
 
 FORMAT = "robopolicy.policy"
-VERSION = 1
+VERSION = 2
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+def _flow_unclipped(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2: flow policies gained ``clip_sample`` (default on); a version-1 flow
+    policy, alone or as a steered policy's base, keeps sampling unclipped."""
+    for config in (document["policy"], document["policy"].get("base") or {}):
+        if config.get("type") == "flow":
+            config.setdefault("clip_sample", False)
+    return document
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _flow_unclipped}
 """version -> function turning that version's config.json document into version + 1's."""
 
 

@@ -192,7 +192,7 @@ def integrate_chunk(
     ``steps`` (the policy's when None) — without touching the policy's saved sampler settings."""
     cond = policy.encode(obs)
     x = policy.integrate(cond, noise.to(cond.device, torch.float32), steps=steps, method=method)
-    return policy.normalizer.unnormalize(x, "action")
+    return policy.to_actions(x)
 
 
 # -- the run ----------------------------------------------------------------------------------

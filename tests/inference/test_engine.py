@@ -89,3 +89,18 @@ def test_cuda_graphs_replay_the_eager_denoiser():
         expected = eager.sample(obs, noise=noise)
         torch.testing.assert_close(graphs.sample(obs, noise=noise), expected, atol=1e-5, rtol=1e-5)
     assert len(graphs.net._graphs) == 2
+
+
+def test_a_flow_chunk_is_clipped_like_the_policys_own():
+    """Noise 100x too large integrates to a chunk far outside the data: the engine clips it to
+    the demonstrated range exactly as ``policy.sample`` does."""
+    policy = make_toy_policy("flow", width=32)
+    engine = InferenceEngine(policy, EngineConfig("euler", 4, backend="torch"))
+    gen = torch.Generator().manual_seed(0)
+    obs = {"state": torch.randn(3, 2, policy.config.state_dim, generator=gen)}
+    noise = 100 * torch.randn(3, policy.config.horizon, policy.config.action_dim, generator=gen)
+    got = engine.sample(obs, noise=noise)
+    torch.testing.assert_close(got, policy.sample(obs, noise=noise, steps=4))
+    stats = policy.normalizer.stats("action")
+    assert (got >= stats["min"] - 1e-4).all() and (got <= stats["max"] + 1e-4).all()
+    assert torch.isclose(got, stats["max"].expand_as(got)).any()

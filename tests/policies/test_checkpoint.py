@@ -105,3 +105,25 @@ def test_wrong_observation_shapes_are_named():
         policy.sample({"img": torch.zeros(5, 2, 3)})
     with pytest.raises(BatchError, match="NaN"):
         policy.sample({"state": torch.full((1, 2, 3), float("nan"))})
+
+
+def test_version_1_flow_configs_keep_sampling_unclipped(tmp_path):
+    """Version 2 added the flow policy's ``clip_sample`` (on by default); a version-1 flow config,
+    alone or as a steered policy's base, migrates to ``clip_sample=False``."""
+    from robopolicy.config import to_dict
+    from robopolicy.policies.steered import SteeredConfig
+    from tests.policies.make_fixtures import tiny_config
+
+    flow = tiny_config("flow")
+    assert flow.clip_sample
+    for config in (flow, SteeredConfig.around(flow)):
+        document = {"format": "robopolicy.policy", "version": 1, "policy": to_dict(config)}
+        for part in (document["policy"], document["policy"].get("base") or {}):
+            part.pop("clip_sample", None)
+        (tmp_path / "config.json").write_text(json.dumps(document))
+        migrated = read_policy_config(tmp_path)
+        assert (getattr(migrated, "base", None) or migrated).clip_sample is False
+        document["version"] = 2  # a version-2 document missing the field takes the default
+        (tmp_path / "config.json").write_text(json.dumps(document))
+        current = read_policy_config(tmp_path)
+        assert (getattr(current, "base", None) or current).clip_sample is True

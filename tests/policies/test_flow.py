@@ -60,6 +60,20 @@ def test_integrators_on_a_known_field(method, monkeypatch):
     torch.testing.assert_close(half, x * math.exp(-0.5), atol=1e-2, rtol=0)  # a warm start
 
 
+@pytest.mark.parametrize("clip", [True, False])
+def test_a_diverging_field_is_clipped_to_the_demonstrated_range(clip, monkeypatch):
+    """An ODE that runs away (here dx/dt = -50 x: x(0) = e^50 x(1)) must not reach the env."""
+    policy = toy_policy("flow", clip_sample=clip).eval()
+    monkeypatch.setattr(policy, "velocity", lambda x, t, cond: -50.0 * x)
+    obs, action = toy_data()
+    lo, hi = action.reshape(-1, 2).amin(0), action.reshape(-1, 2).amax(0)
+    out = policy.sample(obs, noise=torch.randn(4, 4, 2), steps=8)
+    inside = ((out >= lo - 1e-4) & (out <= hi + 1e-4)).all()
+    assert bool(inside) == clip
+    if clip:  # at the bounds, not merely inside them
+        assert torch.isclose(out, lo.expand_as(out)).any() and torch.isclose(out, hi).any()
+
+
 def test_sample_is_deterministic_given_noise_in_raw_units():
     policy = toy_policy("flow").eval()
     obs, action = toy_data()

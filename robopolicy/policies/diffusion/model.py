@@ -133,7 +133,7 @@ class DiffusionPolicy(Policy):
             self.check_noise(noise, cond.shape[0])
             x, sampler, eta = noise.to(cond.device, torch.float32), "ddim", 0.0
         x0 = self.denoise(cond, x, timesteps, sampler=sampler, eta=eta)
-        return self.normalizer.unnormalize(x0, "action")
+        return self.to_actions(x0)
 
     def loss(
         self,

@@ -45,6 +45,13 @@ class FlowConfig(PolicyConfig):
     time_scale: float = 1000.0
     """Factor from ``t`` in [0, 1] to the denoiser's timestep input (its sinusoidal embedding
     resolves a 0..1000 range; see ``robopolicy/models/embeddings.py``)."""
+    clip_sample: bool = True
+    """Clip the integrated chunk to ``[-clip_sample_range, clip_sample_range]`` (normalized
+    units; with ``min_max`` actions, the demonstrated range) before it becomes actions: an
+    observation far from the data can make the ODE diverge, and the environment or arm must not
+    get that (the diffusion policy clips its clean-chunk estimate at every step)."""
+    clip_sample_range: float = 1.0
+    """Bound of ``clip_sample``."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -60,6 +67,8 @@ class FlowConfig(PolicyConfig):
             raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
         if not self.time_scale > 0:
             raise ValueError(f"time_scale must be positive, got {self.time_scale}")
+        if not self.clip_sample_range > 0:
+            raise ValueError(f"clip_sample_range must be positive, got {self.clip_sample_range}")
 
     @property
     def inference_steps(self) -> int:

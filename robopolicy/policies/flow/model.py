@@ -111,7 +111,14 @@ class FlowPolicy(Policy):
         else:
             self.check_noise(noise, size)
             x = noise.to(cond.device, torch.float32)
-        return self.normalizer.unnormalize(self.integrate(cond, x, steps=steps), "action")
+        return self.to_actions(self.integrate(cond, x, steps=steps))
+
+    def to_actions(self, x: Tensor) -> Tensor:
+        """Raw-unit actions from an integrated chunk, clipped first when ``clip_sample``."""
+        c = self.config
+        if c.clip_sample:
+            x = x.clamp(-c.clip_sample_range, c.clip_sample_range)
+        return super().to_actions(x)
 
     def loss(
         self, batch: Mapping[str, Any], *, noise: Tensor | None = None, t: Tensor | None = None
