@@ -3,16 +3,19 @@
 Observations are Diffusion Policy's low-dim ones: the block's 9 keypoints (``data/keypoint``)
 and the agent position (``state[:, :2]``), written once to ``OUT/pusht_lowdim.zarr`` next to the
 actions. Each kind (``flow``, ``diffusion``) trains with the ``pusht`` preset for ``--steps``
-optimizer steps on ``--threads`` threads (no rollouts during training), then its final EMA
-checkpoint is evaluated on ``--episodes`` seeded episodes from seed 100000 (Diffusion Policy's
-test seeds) with ``robopolicy eval``'s code. Reports per kind: steps, training wall and CPU
-seconds, mean max coverage (Diffusion Policy's Push-T score), success rate with its 95%
-interval. Running it again resumes unfinished training (the seconds then count this invocation
-only) and reuses finished runs. ``KEY=VALUE`` arguments override fields of the preset (e.g.
-``optim.weight_decay=0.01``) for every kind.
+optimizer steps (default: the preset's) on ``--threads`` threads (no rollouts during
+training), then its final EMA checkpoint is evaluated ``--repeats`` times on ``--episodes`` seeded
+episodes from seed 100000 (Diffusion Policy's test seeds) with ``robopolicy eval``'s code: the
+environments repeat, the policy's sampling noise does not, and one 100-episode figure of a good
+policy spreads by about +-0.03. Reports per kind: steps, training wall and CPU seconds, mean max
+coverage (Diffusion Policy's Push-T score) and success rate averaged over the repeats, and each
+repeat's figures with the success rate's 95% interval. Running it again resumes unfinished
+training (the seconds then count this invocation only) and reuses finished runs. ``KEY=VALUE``
+arguments override fields of the preset (e.g. ``optim.weight_decay=0.01``) for every kind.
 
     python scripts/bench_pusht_bc.py --out out/bench-pusht [--kinds flow,diffusion]
-        [--steps 100000] [--threads 1] [--episodes 100] [--data PATH] [--json] [KEY=VALUE ...]
+        [--steps N] [--threads 1] [--episodes 100] [--repeats 3] [--data PATH] [--json]
+        [KEY=VALUE ...]
 
 Needs the ``pusht`` extra and ``../shared/data/pusht/pusht_cchi_v7_replay.zarr`` (or ``--data``).
 """
@@ -26,6 +29,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,16 +63,22 @@ def lowdim_store(source: Path, out: Path) -> Path:
     return out
 
 
+def preset(kind: str, data: Path, overrides: list[str]) -> Any:
+    """The ``pusht`` preset's config for ``kind`` with ``overrides``."""
+    from robopolicy.config import apply_overrides
+    from robopolicy.train.presets import get_preset
+
+    return apply_overrides(get_preset("pusht", policy=kind, data=str(data)), overrides)
+
+
 def train(
     kind: str, data: Path, run: Path, steps: int, threads: int, overrides: list[str]
 ) -> dict[str, float]:
     """Train ``kind`` with the ``pusht`` preset and ``overrides`` (resuming ``run``); wall and
     CPU seconds."""
-    from robopolicy.config import apply_overrides
-    from robopolicy.train.presets import get_preset
     from robopolicy.train.trainer import Trainer
 
-    config = apply_overrides(get_preset("pusht", policy=kind, data=str(data)), overrides)
+    config = preset(kind, data, overrides)
     config.max_steps = steps
     config.eval_every = 0
     config.num_threads = threads
@@ -82,22 +92,29 @@ def train(
     }
 
 
-def evaluate(checkpoint: str, episodes: int) -> dict[str, float]:
+def evaluate(checkpoint: str, episodes: int, repeats: int) -> dict[str, Any]:
+    """Mean max coverage and success rate over ``repeats`` evaluations, and each one's."""
     from robopolicy.policies import load_policy
     from sim.evaluate import evaluate_policy
 
-    figures = evaluate_policy(load_policy(checkpoint), "pusht", episodes=episodes, seed=EVAL_SEED)
+    policy = load_policy(checkpoint)
     keys = ("mean_max_coverage", "success_rate", "success_rate_ci95", "mean_score", "eval_s")
-    return {key: figures[key] for key in keys if key in figures}
+    runs = []
+    for _ in range(repeats):
+        figures = evaluate_policy(policy, "pusht", episodes=episodes, seed=EVAL_SEED)
+        runs.append({key: figures[key] for key in keys if key in figures})
+    mean = {key: float(np.mean([r[key] for r in runs])) for key in keys[:2]}
+    return {**mean, "repeats": runs}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="directory for runs and results")
     parser.add_argument("--kinds", default="flow,diffusion", help="policy kinds, comma-separated")
-    parser.add_argument("--steps", type=int, default=100_000, help="optimizer steps per kind")
+    parser.add_argument("--steps", type=int, default=None, help="steps per kind (the preset's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes")
+    parser.add_argument("--repeats", type=int, default=3, help="evaluations of each checkpoint")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Push-T replay zarr")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="preset overrides")
@@ -110,18 +127,19 @@ def main() -> int:
     for kind in args.kinds.split(","):
         run = args.out / kind
         done = args.out / f"{kind}.json"
-        if done.is_file() and json.loads(done.read_text())["step"] >= args.steps:
+        steps = args.steps or preset(kind, data, args.overrides).max_steps
+        if done.is_file() and json.loads(done.read_text())["step"] >= steps:
             rows.append(json.loads(done.read_text()))
             continue
-        row = {"kind": kind, **train(kind, data, run, args.steps, args.threads, args.overrides)}
-        row.update(evaluate(row["checkpoint"], args.episodes))
+        row = {"kind": kind, **train(kind, data, run, steps, args.threads, args.overrides)}
+        row.update(evaluate(row["checkpoint"], args.episodes, args.repeats))
         done.write_text(json.dumps(row, indent=2))
         rows.append(row)
     report = {
-        "steps": args.steps,
         "threads": args.threads,
         "overrides": args.overrides,
         "episodes": args.episodes,
+        "repeats": args.repeats,
         "eval_seed": EVAL_SEED,
         "cpu_count": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
