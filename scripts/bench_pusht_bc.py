@@ -1,8 +1,8 @@
 """Push-T behaviour cloning on the real human data within a CPU budget, both policy kinds.
 
 Observations are Diffusion Policy's low-dim ones: the block's 9 keypoints (``data/keypoint``)
-and the agent position (``state[:, :2]``), written once to ``OUT/pusht_lowdim.zarr`` next to the
-actions. Each kind (``flow``, ``diffusion``) trains with the ``pusht`` preset for ``--steps``
+and the agent position (``state[:, :2]``, which the preset derives from the replay buffer as
+distributed). Each kind (``flow``, ``diffusion``) trains with the ``pusht`` preset for ``--steps``
 optimizer steps (default: the preset's) on ``--threads`` threads (no rollouts during
 training), then its final EMA checkpoint is evaluated ``--repeats`` times on ``--episodes`` seeded
 episodes from seed 100000 (Diffusion Policy's test seeds) with ``robopolicy eval``'s code: the
@@ -36,31 +36,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "pusht" / "pusht_cchi_v7_replay.zarr"
 EVAL_SEED = 100_000
-
-
-def lowdim_store(source: Path, out: Path) -> Path:
-    """``out``: ``keypoint``, ``agent_pos`` and ``action`` per episode of the replay zarr."""
-    import zarr
-
-    from robopolicy.atomic import staged_directory
-    from robopolicy.data.store import EpisodeStore
-
-    if (out / "meta").is_dir():
-        return out
-    group = zarr.open_group(source, mode="r")
-    ends = group["meta/episode_ends"][:]
-    keypoint, state, action = (group[f"data/{k}"][:] for k in ("keypoint", "state", "action"))
-    with staged_directory(out) as staging:
-        store = EpisodeStore.create(staging, fps=10.0)
-        for start, end in zip(np.r_[0, ends[:-1]], ends, strict=True):
-            store.append_episode(
-                {
-                    "keypoint": keypoint[start:end].astype(np.float32),
-                    "agent_pos": state[start:end, :2].astype(np.float32),
-                    "action": action[start:end].astype(np.float32),
-                }
-            )
-    return out
 
 
 def preset(kind: str, data: Path, overrides: list[str]) -> Any:
@@ -122,16 +97,15 @@ def main() -> int:
     if not args.data.is_dir():
         sys.exit(f"{args.data}: no Push-T data (give --data)")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    data = lowdim_store(args.data, args.out / "pusht_lowdim.zarr")
     rows = []
     for kind in args.kinds.split(","):
         run = args.out / kind
         done = args.out / f"{kind}.json"
-        steps = args.steps or preset(kind, data, args.overrides).max_steps
+        steps = args.steps or preset(kind, args.data, args.overrides).max_steps
         if done.is_file() and json.loads(done.read_text())["step"] >= steps:
             rows.append(json.loads(done.read_text()))
             continue
-        row = {"kind": kind, **train(kind, data, run, steps, args.threads, args.overrides)}
+        row = {"kind": kind, **train(kind, args.data, run, steps, args.threads, args.overrides)}
         row.update(evaluate(row["checkpoint"], args.episodes, args.repeats))
         done.write_text(json.dumps(row, indent=2))
         rows.append(row)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,15 @@ class SequenceDatasetConfig:
     """Seed of the train/validation split."""
     max_train_episodes: int | None = None
     """Train on at most this many episodes (None: all not held out)."""
+    derived_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Low-dimensional keys the store may lack, each a slice of another key's last axis, e.g.
+    ``{"agent_pos": "state[:2]"}`` (Push-T's replay buffer keeps the agent's position as the
+    first two numbers of ``state``). A key the store has is read as stored."""
 
     def __post_init__(self) -> None:
+        self.derived_keys = dict(self.derived_keys)
+        for key, spec in self.derived_keys.items():
+            parse_derived(key, spec)
         self.obs_keys, self.image_keys = tuple(self.obs_keys), tuple(self.image_keys)
         keys = [*self.obs_keys, *self.image_keys]
         if not keys:
@@ -101,8 +109,10 @@ class SequenceDataset(Dataset):
         self.config = config
         store = EpisodeStore.open(config.path)
         self.path = store.path
+        derived = {k: parse_derived(k, v) for k, v in config.derived_keys.items()}
+        sources = {k: derived[k][0] for k in config.obs_keys if k in derived}
         for key in (*config.obs_keys, *config.image_keys, config.action_key):
-            if key not in store.keys:
+            if key not in store.keys and sources.get(key) not in store.keys:
                 raise DataError(self.path, f"no such key (have {store.keys})", key=key)
         self.episode_ends = store.episode_ends
         self.split: EpisodeSplit = split_episodes(
@@ -118,7 +128,11 @@ class SequenceDataset(Dataset):
             )
         self.arrays: dict[str, np.ndarray] = {}
         for key in (*config.obs_keys, config.action_key):
-            self.arrays[key] = _load_lowdim(store, key)
+            if key in store.keys or key not in derived:
+                self.arrays[key] = _load_lowdim(store, key)
+            else:
+                source, part = derived[key]
+                self.arrays[key] = _derive(store, key, source, part)
         self.arrays[config.action_key] = self.arrays[config.action_key].reshape(store.n_frames, -1)
         for key in config.image_keys:
             self.arrays[key] = _load_images(store, key)
@@ -190,6 +204,32 @@ def batch_loader(
     base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     sampler = BatchSampler(base, batch_size, drop_last)
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers, **kwargs)
+
+
+def parse_derived(key: str, spec: str) -> tuple[str, slice]:
+    """``"state[:2]"`` -> ``("state", slice(None, 2))``; ValueError naming ``key`` otherwise."""
+    match = re.fullmatch(r"([\w./-]+)\[(-?\d*):(-?\d*)\]", spec.strip())
+    if match is None:
+        raise ValueError(f"derived key {key!r}: {spec!r} is not SOURCE[start:stop]")
+    source, start, stop = match.groups()
+    if source == key:
+        raise ValueError(f"derived key {key!r} cannot come from itself")
+    return source, slice(int(start) if start else None, int(stop) if stop else None)
+
+
+def _derive(store: EpisodeStore, key: str, source: str, part: slice) -> np.ndarray:
+    """``key`` as ``part`` of the last axis of ``source``; DataError when that is empty."""
+    array = _load_lowdim(store, source)
+    if array.ndim < 2:
+        raise DataError(store.path, f"{source!r} has no axis to slice for {key!r}", key=key)
+    out = np.ascontiguousarray(array[..., part])
+    if out.shape[-1] == 0:
+        raise DataError(
+            store.path,
+            f"{source}[{part.start}:{part.stop}] of shape {array.shape} is empty",
+            key=key,
+        )
+    return out
 
 
 def _load_lowdim(store: EpisodeStore, key: str) -> np.ndarray:

@@ -16,7 +16,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from robopolicy.data.dataset import SequenceDatasetConfig
+from robopolicy.data.dataset import SequenceDatasetConfig, parse_derived
 from robopolicy.policies.base import PolicyConfig, load_policy_types
 
 
@@ -34,8 +34,13 @@ class DataConfig:
     """Seed of the train/validation split of episodes (Diffusion Policy's default 42)."""
     max_train_episodes: int | None = None
     """Train on at most this many episodes (None: every one not held out)."""
+    derived_keys: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Observation keys the store may lack, each a slice of another key's last axis, e.g.
+    ``{"agent_pos": "state[:2]"}`` (see :class:`~robopolicy.data.dataset.SequenceDatasetConfig`)."""
 
     def __post_init__(self) -> None:
+        for key, spec in self.derived_keys.items():
+            parse_derived(key, spec)
         if not 0.0 <= self.val_ratio < 1.0:
             raise ValueError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
         if self.max_train_episodes is not None and self.max_train_episodes < 1:
@@ -212,6 +217,7 @@ class TrainConfig:
             val_ratio=self.data.val_ratio,
             seed=self.data.split_seed,
             max_train_episodes=self.data.max_train_episodes,
+            derived_keys=self.data.derived_keys,
         )
 
 

@@ -156,6 +156,8 @@ def arm_pick_place(kind: str) -> TrainConfig:
 
 
 def _pusht(kind: str, common: dict[str, Any], *, lr: float, epochs: int) -> TrainConfig:
+    """Diffusion Policy's Push-T recipe; trains from its replay buffer as distributed (the agent
+    position ``agent_pos`` is the first two numbers of ``state``)."""
     from robopolicy.train.config import (
         DataConfig,
         EmaConfig,
@@ -174,7 +176,7 @@ def _pusht(kind: str, common: dict[str, Any], *, lr: float, epochs: int) -> Trai
         },
     )
     return TrainConfig(
-        data=DataConfig(val_ratio=0.02, split_seed=42),
+        data=DataConfig(val_ratio=0.02, split_seed=42, derived_keys={"agent_pos": "state[:2]"}),
         policy=policy,
         optim=OptimConfig(lr=lr, betas=(0.95, 0.999), weight_decay=1e-6),
         schedule=ScheduleConfig(warmup_steps=500),
@@ -193,9 +195,9 @@ def _pusht(kind: str, common: dict[str, Any], *, lr: float, epochs: int) -> Trai
 @preset(
     "pusht",
     task="pusht",
-    description="Push-T from Diffusion Policy's low-dim observations (data keys keypoint and "
-    "agent_pos; scripts/bench_pusht_bc.py writes them from the shared data): To 2, Tp 16, Ta 8, "
-    "residual-MLP denoiser 5 x 384, lr 1e-3, 190k steps (~58 min on one core)",
+    description="Push-T from Diffusion Policy's low-dim observations (its replay buffer's "
+    "keypoint, and agent_pos = state[:2]): To 2, Tp 16, Ta 8, residual-MLP denoiser 5 x 384, "
+    "lr 1e-3, 190k steps (~58 min on one core)",
 )
 def pusht(kind: str) -> TrainConfig:
     # two residual blocks of 384 fit the demonstrations far better than DPPO's one block of 512

@@ -50,6 +50,8 @@ def config(path, **kwargs):
         (dict(obs_keys=[], image_keys=[]), "at least one"),
         (dict(val_ratio=1.0), "val_ratio"),
         (dict(max_train_episodes=0), "max_train_episodes"),
+        (dict(derived_keys={"pos": "state"}), "'pos'.*not SOURCE"),
+        (dict(derived_keys={"pos": "pos[:2]"}), "'pos' cannot come from itself"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -138,6 +140,21 @@ def test_missing_key_and_short_store_are_named(tmp_path):
         SequenceDataset(config(path, action_key="act"))
     with pytest.raises(DataError, match="no training episode has the 16 frames"):
         SequenceDataset(config(path, horizon=16, n_obs_steps=1, n_action_steps=1))
+
+
+def test_derived_keys_slice_another_key_unless_the_store_has_them(tmp_path):
+    path = make_store(tmp_path / "s.zarr")
+    derived = {"x": "state[:1]", "neg": "state[-1:]", "img": "state[0:1]"}
+    ds = SequenceDataset(config(path, obs_keys=["x", "neg", "state"], derived_keys=derived))
+    state = ds.arrays["state"]
+    np.testing.assert_array_equal(ds.arrays["x"], state[:, :1])
+    np.testing.assert_array_equal(ds.arrays["neg"], state[:, 1:])
+    assert ds.arrays["img"].dtype == np.uint8  # the store's own image key, not derived
+    assert ds[3]["obs"]["x"].shape == (2, 1)
+    with pytest.raises(DataError, match=r"\[x\].*state\[5:None\].*empty"):
+        SequenceDataset(config(path, obs_keys=["x"], derived_keys={"x": "state[5:]"}))
+    with pytest.raises(DataError, match=r"\[x\].*no such key"):
+        SequenceDataset(config(path, obs_keys=["x"], derived_keys={"x": "velocity[:1]"}))
 
 
 def test_pusht_windows(pusht_zarr):

@@ -208,3 +208,22 @@ def test_keypoint_observation(pusht):
     assert env.observation_space["keypoint"].contains(obs["keypoint"])
     np.testing.assert_allclose(obs["keypoint"], block_keypoints(obs["state"]), rtol=1e-6)
     env.close()
+
+
+def test_train_and_eval_from_the_replay_buffer_as_distributed(pusht, pusht_zarr, tmp_path, capsys):
+    """``robopolicy train --task pusht --data <Diffusion Policy's zarr>``: ``agent_pos`` comes
+    from ``state``; the checkpoint evaluates with Push-T's ``mean_max_coverage``."""
+    import json
+
+    from robopolicy.cli import main
+
+    out = tmp_path / "run"
+    small = ["max_steps=3", "batch_size=16", "policy.denoiser.hidden_dims=[16,16,16]"]
+    args = ["train", "--task", "pusht", "--data", str(pusht_zarr), "--out", str(out)]
+    assert main([*args, "--no-eval", "--json", *small]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 3
+    checkpoint = str(out / "checkpoints" / "latest")
+    assert main(["eval", checkpoint, "--episodes", "1", "--videos", "0", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["task"] == "pusht" and figures["episodes"] == 1
+    assert 0.0 <= figures["mean_max_coverage"] == figures["mean_max_score"] <= 1.0
