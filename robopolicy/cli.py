@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
             subparsers[words] = sub.add_subparsers(metavar="SUBCOMMAND", required=True)
         else:
             cmd = COMMANDS[words]
-            sub = parent.add_parser(words[-1], help=cmd.help, description=cmd.help)
+            # argparse %-formats a parser's help (the listing) but not its description
+            listing = cmd.help.replace("%", "%%")
+            sub = parent.add_parser(words[-1], help=listing, description=cmd.help)
             for names, kwargs in cmd.args:
                 sub.add_argument(*names, **kwargs)
             sub.set_defaults(run=cmd.run)

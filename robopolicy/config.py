@@ -33,12 +33,14 @@ class ConfigError(RobopolicyError):
     """A config that cannot be built: unknown key, wrong type or a value its class refuses."""
 
 
-def did_you_mean(name: str, choices: Sequence[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or a list of them."""
+def did_you_mean(name: str, choices: Sequence[str], *, always_list: bool = False) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or a list of them; with
+    ``always_list``, the list follows the suggestion too."""
+    listed = f"choices: {', '.join(sorted(choices))}" if choices else ""
     close = difflib.get_close_matches(name, list(choices), n=1)
     if close:
-        return f" (did you mean {close[0]!r}?)"
-    return f" (choices: {', '.join(sorted(choices))})" if choices else ""
+        return f" (did you mean {close[0]!r}?{' ' + listed if always_list else ''})"
+    return f" ({listed})" if listed else ""
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -487,7 +487,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's import notice
     tasks = _names(args.tasks, list(TASKS), "task")
     algos = _names(args.algos, ALGOS, "algorithm")
     profile = "smoke" if args.smoke else "full"

@@ -67,8 +67,10 @@ def load_algorithms() -> dict[str, Algorithm]:
 
 
 def get_algorithm(name: str) -> Algorithm:
-    """Algorithm ``name``; a RobopolicyError with a "did you mean" when there is none."""
+    """Algorithm ``name``; a RobopolicyError listing the algorithms (and the closest) when there
+    is none."""
     algorithms = load_algorithms()
     if name not in algorithms:
-        raise RobopolicyError(f"unknown algorithm {name!r}{did_you_mean(name, list(algorithms))}")
+        hint = did_you_mean(name, list(algorithms), always_list=True)
+        raise RobopolicyError(f"unknown algorithm {name!r}{hint}")
     return algorithms[name]
