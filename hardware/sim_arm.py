@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterator
 
 # isort: off
-import sim  # noqa: F401  (first: it picks the offscreen GL backend before mujoco loads)
+import sim  # noqa: F401  (first: it defers MuJoCo's GL before mujoco loads)
 
 # isort: on
 import mujoco

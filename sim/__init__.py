@@ -1,16 +1,14 @@
 """Simulated tasks behind one gymnasium API: ``make_task(name)``, ``load_tasks()``.
 
-Offscreen rendering: with no display and no ``MUJOCO_GL`` set, MuJoCo renders through OSMesa
-(Debian's ``libosmesa6``), which works on any machine; set ``MUJOCO_GL=egl`` on a GPU machine.
+Stepping a task never needs GL: MuJoCo loads with rendering deferred, and the first render picks
+a working offscreen backend (:mod:`sim.gl`).
 """
 
-import os
+from sim.gl import prepare_import
 
-if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
-    os.environ["MUJOCO_GL"] = "osmesa"
-    os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+prepare_import()
 
-from sim.registry import (  # after the rendering backend is chosen
+from sim.registry import (  # noqa: E402  (after MuJoCo's GL is deferred)
     TaskMeta,
     TaskSpec,
     load_tasks,

@@ -7,9 +7,9 @@ video camera), and when the episode ends — at the autoreset that follows, or a
 encodes them with libx264 to ``<video_dir>/episode-<seed>.mp4``. Only file names travel back to
 the parent (``vector.call("video_report")``), never frames.
 
-Rendering needs an offscreen GL backend (``MUJOCO_GL=egl`` on a GPU machine, ``MUJOCO_GL=osmesa
-PYOPENGL_PLATFORM=osmesa`` on CPU). When it fails, the recorder stops recording, keeps the
-reason, and the episode runs on unchanged: evaluation figures never depend on videos.
+Rendering needs an offscreen GL backend (:mod:`sim.gl`). When there is none, or rendering fails,
+the recorder stops recording, keeps the reason, and the episode runs on unchanged: evaluation
+figures never depend on videos.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from sim.gl import RenderingUnavailable
 from sim.registry import make_task, task_spec
 
 
@@ -58,8 +59,10 @@ class EpisodeRecorder(gym.Wrapper):
             frame = self.env.render()
             if frame is None:
                 raise RuntimeError("render() returned None")
-        except Exception as exc:  # no GL backend, most often: stop recording, keep running
-            self.error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # stop recording, keep running
+            # RenderingUnavailable's message says how to enable rendering: it needs no type
+            named = isinstance(exc, RenderingUnavailable)
+            self.error = str(exc) if named else f"{type(exc).__name__}: {exc}"
             self._seed, self._frames = None, []
             return
         self._frames.append(np.asarray(frame, dtype=np.uint8))

@@ -18,8 +18,8 @@ each episode's maximum score — for Push-T also reported as ``mean_max_coverage
 Policy's ``test/mean_score``), ``mean_return``, ``mean_length``, and per-episode records.
 
 **Videos** of the first ``videos`` episodes (seeds ``seed ..``) are rendered and encoded by the
-env workers (:mod:`sim.eval_video`); without an offscreen GL backend they are skipped with a
-logged warning.
+env workers (:mod:`sim.eval_video`); without an offscreen GL backend they are skipped, the
+reason logged once and reported as ``videos_skipped`` (None when nothing was skipped).
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 Z95 = 1.959963984540054
 """The standard normal quantile of 0.975."""
 DEFAULT_NUM_ENVS = 8
+_WARNED: set[str] = set()
+"""Reasons for skipping videos already logged by this process (each is logged once)."""
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -147,6 +149,7 @@ def evaluate_policy(
     )
     if cameras:
         kwargs["cameras"] = tuple(cameras)
+        make_task(task, **kwargs).close()  # a camera that cannot render fails here, in one line
     n = min(num_envs or DEFAULT_NUM_ENVS, episodes)
     videos = min(videos, episodes)
     if videos and video_dir is None:
@@ -196,13 +199,15 @@ def evaluate_policy(
         policy.train(was_training)
         bar.close()
         env.close()
-    if videos and report[1]:
+    if videos and report[1] and report[1] not in _WARNED:
+        _WARNED.add(report[1])
         log.warning("videos skipped: %s", report[1])
     return _figures(task, [book.episodes[s] for s in range(seed, seed + episodes)], {
         "seed": seed,
         "num_envs": n,
         "env_steps": env_steps,
         "videos": report[0],
+        "videos_skipped": report[1],
         "eval_s": round(time.perf_counter() - started, 3),
     })  # fmt: skip
 

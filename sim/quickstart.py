@@ -123,6 +123,8 @@ def quickstart(out: Path, config: QuickstartConfig = QuickstartConfig()) -> dict
     chosen = {"served_policy": served, "policies": {**policies, finetuned["name"]: finetuned}}
     serving = serve_stage(out, chosen, requests=config.serve_requests)
     _stage(stages, stages, "report")
+    evaluations = [*policies.values(), finetuned]
+    skipped = next((f["videos_skipped"] for f in evaluations if f.get("videos_skipped")), None)
     result = {
         "task": TASK,
         "bc_success": policies[best]["success_rate"],
@@ -134,6 +136,7 @@ def quickstart(out: Path, config: QuickstartConfig = QuickstartConfig()) -> dict
         "policies": policies,
         "finetuned": finetuned,
         "serving": serving,
+        "videos_skipped": skipped,
         "expert": expert,
         "demos": demos.as_dict(),
         "report": str(out / "report.md"),

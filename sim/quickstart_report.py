@@ -76,6 +76,8 @@ def write_report(path: Path, result: dict[str, Any], config: Any) -> None:
     lines.append(f"- `{run}/checkpoints/{Path(tuned['checkpoint']).name}`: the fine-tuned policy")
     lines += [f"  - video: `{Path(v).relative_to(out)}`" for v in tuned["videos"]]
     lines.append(f"  - curves: `{run}/curves.png`, TensorBoard: `{run}/tensorboard`")
+    if result["videos_skipped"]:
+        lines.append(f"- No videos: {result['videos_skipped']}")
     lines += [
         "",
         "Evaluate a checkpoint again (any number of envs gives the same episodes):",

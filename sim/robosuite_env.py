@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
+from sim.gl import RenderingUnavailable, rendering_problem
 from sim.registry import TaskMeta
 
 ROBOMIMIC_LOW_DIM_KEYS = ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
@@ -148,13 +149,16 @@ class RobosuiteEnv(gym.Env):
     _low_dim = ROBOMIMIC_LOW_DIM_KEYS
 
     def __init__(self, config: RobosuiteConfig) -> None:
+        offscreen = bool(config.cameras) or config.render_mode is not None
+        problem = rendering_problem()  # robosuite reads MUJOCO_GL once, at its import
+        if problem and offscreen:
+            raise RenderingUnavailable(problem)
         import robosuite  # the 'robosuite' extra; make_task turns its absence into a clear error
         from robosuite import macros
 
         self.config = config
         self.render_mode = config.render_mode
         self._flip = macros.IMAGE_CONVENTION == "opengl"
-        offscreen = bool(config.cameras) or config.render_mode is not None
         camera_kwargs: dict[str, Any] = {}
         if config.cameras:
             camera_kwargs = {

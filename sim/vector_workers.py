@@ -25,6 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from sim.gl import STATE as GL_STATE
+from sim.gl import inherit
+
 
 class VectorEnvError(RuntimeError):
     """An env raised in its worker (or a worker died); carries the env index and traceback."""
@@ -179,8 +182,10 @@ def _exit_with_parent(alive: Any) -> None:
     os._exit(0)
 
 
-def worker_main(indices: range, conn: Any, alive: Any) -> None:
-    """Serve commands for envs ``indices`` until "close", EOF, or the parent's death."""
+def worker_main(indices: range, conn: Any, alive: Any, rendering: str | None) -> None:
+    """Serve commands for envs ``indices`` until "close", EOF, or the parent's death;
+    ``rendering`` is the parent's GL state (:func:`sim.gl.inherit`)."""
+    inherit(rendering)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     threading.Thread(target=_exit_with_parent, args=(alive,), daemon=True).start()
     group = EnvGroup(indices)
@@ -224,7 +229,7 @@ class Workers:
             parent, child = ctx.Pipe()
             proc = ctx.Process(
                 target=worker_main,
-                args=(range(start, stop), child, alive_r),
+                args=(range(start, stop), child, alive_r, os.environ.get(GL_STATE)),
                 name=f"robopolicy-env-{start}-{stop - 1}",
                 daemon=True,
             )

@@ -26,6 +26,16 @@ def pusht_zarr() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def gl() -> None:
+    """Offscreen rendering (:mod:`sim.gl`); the test is skipped, saying why, where there is none."""
+    from sim.gl import rendering_problem
+
+    problem = rendering_problem()
+    if problem:
+        pytest.skip(problem)
+
+
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """One torch thread for the test (``pytestmark = pytest.mark.usefixtures("one_thread")``):

@@ -4,9 +4,9 @@ MuJoCo, for tests and for teleoperating the simulated arm.
 ``read()`` renders the arm's physics as it is now (caught up with the arm's clock), so a frame is
 never older than the state it shows and runs on a virtual clock are deterministic. Views: any
 camera of the model (``wrist`` on the built-in arm) or ``overview``, a fixed free camera looking
-at the arm from the front. Rendering is offscreen: OSMesa on a machine without a display (see
-:mod:`sim`), ``MUJOCO_GL=egl`` on a GPU machine; the GL context belongs to the thread that
-connected, so connect and read from one thread.
+at the arm from the front. Rendering is offscreen, on the backend :mod:`sim.gl` finds at the
+first connect; the GL context belongs to the thread that connected, so connect and read from one
+thread.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 
 # isort: off
-import sim  # noqa: F401  (first: it picks the offscreen GL backend before mujoco loads)
+import sim  # noqa: F401  (first: it defers MuJoCo's GL before mujoco loads)
 
 # isort: on
 import mujoco
 
 from hardware.cameras.camera import Camera, CameraConfig, CameraError, Frame, register_camera
 from hardware.sim_arm import SimArm
+from sim.gl import RenderingUnavailable, make_renderer
 
 OVERVIEW = "overview"
 """The free camera's view name."""
@@ -66,14 +67,9 @@ class SimCamera(Camera):
                 f"camera {self.name}: no view {self.config.view!r} (have {[OVERVIEW, *names]})"
             )
         try:
-            self._renderer = mujoco.Renderer(
-                model, height=self.config.height, width=self.config.width
-            )
-        except Exception as exc:
-            raise CameraError(
-                f"camera {self.name}: offscreen rendering failed ({exc}); set MUJOCO_GL=egl "
-                "(GPU) or MUJOCO_GL=osmesa PYOPENGL_PLATFORM=osmesa (CPU, needs libosmesa6)"
-            ) from exc
+            self._renderer = make_renderer(model, self.config.height, self.config.width)
+        except RenderingUnavailable as exc:
+            raise CameraError(f"camera {self.name}: {exc}") from exc
         self._index = 0
 
     def _disconnect(self) -> None:

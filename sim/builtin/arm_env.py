@@ -32,6 +32,7 @@ import mujoco
 import numpy as np
 
 from sim.arm import ASSETS, JOINTS, Arm, IKConfig, tool_down
+from sim.gl import make_renderer, require_rendering
 from sim.registry import TaskError, TaskMeta
 
 CAMERAS = ("front", "wrist")
@@ -118,6 +119,8 @@ class ArmTaskEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
         self.config = make_config(self.config_class, options)
+        if self.config.cameras:
+            require_rendering()  # camera observations cannot do without: fail before any work
         self.model = mujoco.MjModel.from_xml_path(str(ASSETS / self.scene))
         self.data = mujoco.MjData(self.model)
         self.arm = Arm(self.model, IKConfig(iterations=self.config.ik_iterations))
@@ -244,15 +247,7 @@ class ArmTaskEnv(gym.Env):
     def _render_camera(self, camera: str, size: tuple[int, int]) -> np.ndarray:
         renderer = self._renderers.get(size)
         if renderer is None:
-            try:
-                renderer = mujoco.Renderer(self.model, height=size[0], width=size[1])
-            except Exception as exc:
-                raise TaskError(
-                    f"offscreen rendering failed ({exc}); set MUJOCO_GL=egl (GPU) or "
-                    "MUJOCO_GL=osmesa PYOPENGL_PLATFORM=osmesa (CPU, needs libosmesa6) "
-                    "before starting Python"
-                ) from exc
-            self._renderers[size] = renderer
+            renderer = self._renderers[size] = make_renderer(self.model, *size)
         renderer.update_scene(self.data, camera=camera)
         return renderer.render()
 

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
+from sim.gl import require_rendering
 from sim.registry import TaskMeta, register_task
 
 EPISODE_STEPS = 1000
@@ -129,6 +130,8 @@ class LocomotionTask(gym.Env):
         return float(normalized_score(self.task, self._return))
 
     def render(self) -> Any:
+        if self.render_mode is not None:
+            require_rendering()  # gymnasium's renderer reads the backend from MUJOCO_GL
         return self._env.render()
 
     def close(self) -> None:

@@ -9,14 +9,6 @@ from hardware.cameras import CameraError, make_camera
 from hardware.cameras.sim import SimCamera, SimCameraConfig
 from hardware.clock import VirtualClock
 from hardware.sim_arm import SimArm
-from tests.sim.test_builtin_tasks import gl_problem
-
-
-@pytest.fixture(scope="module")
-def gl():
-    problem = gl_problem()
-    if problem:
-        pytest.skip(f"no offscreen GL backend ({problem}); set MUJOCO_GL=egl or osmesa")
 
 
 def test_frames_show_the_moving_arm_at_the_arm_clock(gl):

@@ -31,7 +31,6 @@ from hardware.testing.processes import DaemonProcess
 from robopolicy.cli import main as cli
 from robopolicy.data.store import EpisodeStore
 from tests.hardware.teleop_fakes import Script, ScriptedKeys
-from tests.sim.test_builtin_tasks import gl_problem
 
 FPS = 20.0
 
@@ -60,13 +59,6 @@ def record(
 
 def episode_events(events: list[dict]) -> list[tuple[str, int]]:
     return [(e["event"], e["episode"]) for e in events if e["event"].startswith("episode_")]
-
-
-@pytest.fixture(scope="module")
-def gl() -> None:
-    problem = gl_problem()
-    if problem:
-        pytest.skip(f"no offscreen GL backend ({problem}); set MUJOCO_GL=egl or osmesa")
 
 
 @pytest.fixture(scope="module")

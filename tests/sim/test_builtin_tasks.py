@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -137,32 +133,6 @@ def test_arm_ik_reaches_the_workspace_with_the_tool_down():
 
 
 # ---------------------------------------------------------------------------- rendering
-
-
-def gl_problem() -> str | None:
-    """Why offscreen rendering fails here, or None. Probed in a subprocess, because a failed GL
-    initialisation (GLFW without a display) can leave this process in a bad state."""
-    probe = (
-        "import mujoco; r = mujoco.Renderer(mujoco.MjModel.from_xml_string('<mujoco/>'), 16, 16);"
-        "r.render(); r.close()"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    if done.returncode == 0:
-        return None
-    errors = [
-        line for line in done.stderr.splitlines() if re.match(r"^[\w.]+(Error|Exception)", line)
-    ]
-    return errors[0] if errors else f"exit status {done.returncode}"
-
-
-@pytest.fixture(scope="module")
-def gl():
-    problem = gl_problem()
-    if problem:
-        pytest.skip(
-            f"no offscreen GL backend ({problem}); set MUJOCO_GL=egl, or "
-            "MUJOCO_GL=osmesa PYOPENGL_PLATFORM=osmesa with libosmesa6 installed"
-        )
 
 
 @pytest.mark.parametrize("name", BUILTIN)

@@ -12,7 +12,6 @@ from robopolicy.cli import main
 from robopolicy.data.store import EpisodeStore
 from robopolicy.errors import DataError
 from sim.collect import CollectConfig, collect
-from tests.sim.test_builtin_tasks import gl_problem
 
 
 def test_collect_writes_episodes_with_keys_attrs_and_meta(tmp_path):
@@ -96,10 +95,7 @@ def test_only_success_keeps_successful_episodes(tmp_path):
     assert np.all(np.diff(seeds) > 0) and seeds[-1] == report.attempts - 1
 
 
-def test_collect_records_camera_images(tmp_path):
-    problem = gl_problem()
-    if problem:
-        pytest.skip(f"no offscreen GL backend ({problem}); set MUJOCO_GL=egl or osmesa")
+def test_collect_records_camera_images(gl, tmp_path):
     out = tmp_path / "images"
     collect(CollectConfig("arm-push", out, episodes=1, cameras=("front", "wrist")), progress=False)
     store = EpisodeStore.open(out)

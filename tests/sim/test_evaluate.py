@@ -14,7 +14,6 @@ from robopolicy.policies import Policy, PolicyConfig, register_policy
 from robopolicy.policies.base import POLICIES
 from sim.eval_video import EpisodeRecorder
 from sim.evaluate import evaluate_policy, wilson_interval
-from tests.sim.test_builtin_tasks import gl_problem
 from tests.sim.toy_envs import ToyEnv
 
 
@@ -90,10 +89,7 @@ def test_episodes_are_exactly_the_seed_range_whatever_num_envs():
     assert figures["env_steps"] >= sum(e["length"] for e in per)
 
 
-def test_videos_of_the_first_episodes(tmp_path):
-    problem = gl_problem()
-    if problem:
-        pytest.skip(f"no offscreen GL backend ({problem}); set MUJOCO_GL=egl or osmesa")
+def test_videos_of_the_first_episodes(gl, tmp_path):
     figures = evaluate_policy(
         chase_policy(),
         "arm-push",

@@ -11,7 +11,7 @@ import pytest
 
 from robopolicy.cli import main
 from robopolicy.policies import load_policy, read_card
-from tests.sim.test_builtin_tasks import gl_problem
+from sim.gl import rendering_problem
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_tiny_quickstart_writes_report_figures_and_checkpoints(tiny_run):
         assert card["data"] == str((out / "demos.zarr").resolve())
         assert "quickstart" in card["command"] and "val/loss" in card["metrics"]
         assert (out / kind / "curves.png").stat().st_size > 0
-        if not gl_problem():
+        if not rendering_problem():
             assert [Path(v).name for v in figures["videos"]] == ["episode-100000.mp4"]
     assert set(result["expert"]) == {"imperfect", "clean"}
     report = (out / "report.md").read_text()
