@@ -122,7 +122,7 @@ def bench(kind: str, checkpoint: Path, args: argparse.Namespace) -> list[dict[st
             target = build(checkpoint, how, sampler, k, m, args.backend)
             name = {"policy": "policy's own loop", "engine": "engine", "warm": f"warm m={m}"}[how]
         c = target.config
-        gen = torch.Generator().manual_seed(0)  # distinct frames: warm start stays warm
+        gen = torch.Generator().manual_seed(0)  # a random observation
         obs = {k: torch.randn(1, c.n_obs_steps, *c.shapes[k], generator=gen) for k in c.obs_keys}
         evals = (m if how == "warm" else k) * SAMPLERS[sampler].evals_per_step
         row = {"policy": kind, "variant": name, "sampler": sampler, "steps": k, "evals": evals}

@@ -4,6 +4,8 @@ Receding-horizon execution in N parallel environments (:mod:`sim.vector`, :mod:`
 the policy samples a chunk of Tp actions for every env at once from the To-step observation
 histories (raw units, as torch tensors), each env executes actions ``[To - 1, To - 1 + Ta)`` —
 action To - 1 is due "now" — or fewer if its episode ends, and the policy is queried again.
+After a chunk in which episodes ended, ``policy.reset(done)`` (``done`` (N,) bool) lets the policy
+forget what it carried for those envs (warm start: :mod:`robopolicy.inference.warm_start`).
 
 **Seeds.** The episodes are exactly those reset with seeds ``seed .. seed + episodes - 1``,
 whatever N: env i runs seeds ``seed + i, seed + i + N, ...`` (the vector env's schedule), and
@@ -182,6 +184,8 @@ def evaluate_policy(
             with torch.no_grad():
                 chunk = policy.sample(batch, steps=steps).cpu().numpy()
             result = env.step_chunk(chunk[:, first : first + cfg.n_action_steps])
+            if result.done.any():
+                policy.reset(result.done)  # those envs begin new episodes
             env_steps += int(result.n_steps.sum())
             obs = result.obs
             if len(book.episodes) > bar.n:

@@ -150,7 +150,8 @@ class OnnxNet:
             )
         except ImportError as exc:
             raise ValueError(
-                f"backend onnx needs the onnx and onnxruntime packages ({exc})"
+                f"backend onnx needs the onnx and onnxruntime packages: pip install "
+                f"robopolicy[onnx] ({exc})"
             ) from exc
 
     def __init__(

@@ -60,7 +60,8 @@ class EngineConfig:
     """DDIM's noise scale for samples without given noise (0 deterministic, 1 DDPM's
     variance); None: the policy config's ``eta`` where it has one. Only ``ddim`` takes it."""
     seed: int | None = None
-    """Seed of the noise of samples without given noise; None: unseeded."""
+    """Seed of the noise of samples without given noise (the same noise on every backend);
+    None: unseeded."""
     auto_margin: float = 0.9
     """``auto`` keeps the ONNX graph when its median call takes < this times eager's."""
 
@@ -108,12 +109,11 @@ class InferenceEngine:
         self.net, self.backend = choose_backend(
             policy, config.backend, threads=config.threads, margin=config.auto_margin
         )
-        self._torch_gen = torch.Generator(self.device)
-        self._np_gen = np.random.default_rng(config.seed)
+        self._generator = torch.Generator(self.device)
         if config.seed is None:
-            self._torch_gen.seed()  # a fresh seed: torch's default one is fixed
+            self._generator.seed()  # a fresh seed: torch's default one is fixed
         else:
-            self._torch_gen.manual_seed(config.seed)
+            self._generator.manual_seed(config.seed)
 
     @classmethod
     def from_checkpoint(
@@ -156,10 +156,9 @@ class InferenceEngine:
         return torch.from_numpy(np.asarray(x)) if self.net.xp == "numpy" else x
 
     def randn(self, shape: tuple[int, ...]) -> Array:
-        """Standard-normal noise of ``shape`` in the backend's array type."""
-        if self.net.xp == "numpy":
-            return self._np_gen.standard_normal(shape, dtype=np.float32)
-        return torch.randn(shape, generator=self._torch_gen, device=self.device)
+        """Standard-normal noise of ``shape`` in the backend's array type, drawn by the engine's
+        torch generator: one seed gives the same noise on every backend."""
+        return self.to_backend(torch.randn(shape, generator=self._generator, device=self.device))
 
     def levels(self, steps: int | None = None, *, deterministic: bool = False) -> list[float]:
         """The grid of noise levels a k-step sample walks (k + 1 levels, noisiest first)."""
@@ -226,7 +225,7 @@ class InferenceEngine:
         with torch.inference_mode():
             return self.to_backend(self.policy.normalizer.normalize(actions, "action").float())
 
-    def reset(self) -> None:
+    def reset(self, done: Any = None) -> None:
         """Stateless: nothing to forget (warm start wraps this engine and keeps state)."""
 
     def eval(self) -> InferenceEngine:

@@ -6,8 +6,9 @@
   in-process call returns; samplers ddpm/ddim/euler/midpoint through ``set_sampler``). Any other
   backend (``auto``, ``torch``, ``onnx``, ``cuda-graph``) serves an
   :class:`~robopolicy.inference.engine.InferenceEngine`: any registered sampler (``dpmpp``
-  too), on the exported graph or CUDA graphs. ``device`` is where the policy runs: ``cuda``
-  for ``cuda-graph`` (the default there), ``cpu`` otherwise.
+  too), on the exported graph or CUDA graphs. ``device`` is where the policy runs
+  (:func:`resolve_device`): ``cuda`` for ``cuda-graph`` (the default there), ``cpu`` otherwise.
+  ``robopolicy eval`` builds its policy or engine the same way (:mod:`sim.eval_sampling`).
 - :class:`ServerProcess` runs ``robopolicy serve CKPT --port 0 ...`` in a subprocess and reads
   the address it prints (benchmarks, the quickstart's serving stage, tests).
 """
@@ -41,11 +42,7 @@ def load_engine(
 ) -> Any:
     """The server's engine for ``checkpoint`` (module docstring); a ValueError names a bad
     sampler, step count, backend or device."""
-    import torch
-
-    device = device or ("cuda" if backend == "cuda-graph" else "cpu")
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: this machine has no CUDA GPU (torch sees none)")
+    device = resolve_device(device, backend)
     if backend == "policy":
         from robopolicy.policies.base import choose_sampler
         from robopolicy.serve.engine import PolicyEngine
@@ -58,6 +55,20 @@ def load_engine(
     return load_for_inference(
         checkpoint, sampler, steps, backend=backend, threads=threads, fps=fps, device=device
     )
+
+
+def resolve_device(device: str | None, backend: str) -> str:
+    """Where ``backend`` runs the policy: ``device`` itself (``cpu``, ``cuda``, ``cuda:1``);
+    ``auto``: ``cuda`` when torch sees a GPU, unless the backend runs on the CPU (``onnx``);
+    None: ``cuda`` for ``cuda-graph``, else ``cpu``. A ValueError for CUDA without a GPU."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() and backend != "onnx" else "cpu"
+    device = device or ("cuda" if backend == "cuda-graph" else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this machine has no CUDA GPU (torch sees none)")
+    return device
 
 
 class ServerProcess:

@@ -15,15 +15,16 @@ time, so the previous solution, shifted, is a good initial guess. :class:`WarmSt
    sqrt(1 - abar) eps``; flow: ``t eps + (1 - t) a`` with ``t = m / k``);
 4. run only the last m steps. Cost: m instead of k network evaluations per chunk.
 
-Rows without a previous chunk start cold (all k steps); so does a row whose observation history
-is a fresh episode's padding (its To frames identical, see :func:`repeated_history`), since the
-evaluation envs reset episodes without telling the policy. ``reset()`` forgets everything.
+Rows without a previous chunk start cold (all k steps). Whoever runs episodes says when a row's
+episode ended: ``reset(done)`` with ``done`` (B,) bool makes those rows start cold next call and
+keeps the others warm (:func:`sim.evaluate.evaluate_policy` calls it after every chunk in which an
+env's episode ended); ``reset()`` forgets every row.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -54,34 +55,18 @@ class WarmStartConfig:
             raise ValueError(f"warm_steps ({self.warm_steps}) > steps ({self.steps})")
 
 
-def repeated_history(obs: Mapping[str, Any]) -> Tensor:
-    """(B,) bool: rows whose low-dim observation history repeats one frame To times (a fresh
-    episode, as :mod:`sim.chunking` pads it). With To = 1 no row is fresh."""
-    key = next(k for k in obs if not k.startswith("image.") and k != "timestamp")
-    value = torch.as_tensor(obs[key])
-    if value.shape[1] < 2:
-        return torch.zeros(value.shape[0], dtype=torch.bool)
-    return (value == value[:, :1]).flatten(1).all(dim=1)
-
-
 class WarmStart:
     """An engine that warm-starts every chunk from the previous one (module docstring)."""
 
-    def __init__(
-        self,
-        engine: InferenceEngine,
-        config: WarmStartConfig | None = None,
-        *,
-        episode_start: Callable[[Mapping[str, Any]], Tensor] | None = repeated_history,
-    ) -> None:
+    def __init__(self, engine: InferenceEngine, config: WarmStartConfig | None = None) -> None:
         self.engine = engine
         self.warm = config or WarmStartConfig()
         self.k = self.warm.steps or engine.steps
         if self.warm.warm_steps > self.k:
             raise ValueError(f"warm_steps ({self.warm.warm_steps}) > steps ({self.k})")
         self.shift = engine.config.n_action_steps if self.warm.shift is None else self.warm.shift
-        self.episode_start = episode_start
         self._prev: Array | None = None
+        self._ended = torch.zeros(0, dtype=torch.bool)  # (B,) rows whose episode ended
 
     @property
     def config(self) -> Any:
@@ -95,9 +80,16 @@ class WarmStart:
     def train(self, mode: bool = True) -> WarmStart:
         return self
 
-    def reset(self) -> None:
-        """Forget the previous chunks: the next call starts cold."""
-        self._prev = None
+    def reset(self, done: Any = None) -> None:
+        """Forget the previous chunk of the rows where ``done`` (B,) bool is True (their
+        episodes ended: they start cold next call), or of every row when None."""
+        if done is None or self._prev is None:
+            self._prev = None
+            return
+        done = torch.as_tensor(done, dtype=torch.bool).cpu()
+        if done.shape != self._ended.shape:
+            raise ValueError(f"done has shape {tuple(done.shape)}, want {tuple(self._ended.shape)}")
+        self._ended |= done
 
     def sample(
         self, obs: Mapping[str, Any], *, noise: Any = None, steps: int | None = None
@@ -116,7 +108,10 @@ class WarmStart:
             e.policy.check_noise(noise, batch)
             eps = e.to_backend(noise.to(e.device))
         deterministic = noise is not None
-        warm = self._warm_rows(obs, batch)
+        if self._prev is None or self._prev.shape[0] != batch:
+            warm = torch.zeros(batch, dtype=torch.bool)
+        else:
+            warm = ~self._ended
         out = eps * 1.0
         if (~warm).any():
             cold = _index(e, ~warm)
@@ -129,16 +124,8 @@ class WarmStart:
             out[rows] = e.denoise(
                 cond[rows], guess, steps=self.k, start=start, deterministic=deterministic
             )
-        self._prev = out
+        self._prev, self._ended = out, torch.zeros(batch, dtype=torch.bool)
         return e.unnormalize(out)
-
-    def _warm_rows(self, obs: Mapping[str, Any], batch: int) -> Tensor:
-        if self._prev is None or self._prev.shape[0] != batch:
-            return torch.zeros(batch, dtype=torch.bool)
-        warm = torch.ones(batch, dtype=torch.bool)
-        if self.episode_start is not None:
-            warm &= ~self.episode_start(obs).cpu()
-        return warm
 
 
 def shift_chunk(chunk: Array, shift: int) -> Array:

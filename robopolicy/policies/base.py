@@ -164,8 +164,10 @@ class Policy(nn.Module):
         last step, the policy's own and the inference engine's)."""
         return self.normalizer.unnormalize(x, "action")
 
-    def reset(self) -> None:
-        """Forget state carried between calls (e.g. a warm-start chunk); stateless by default."""
+    def reset(self, done: Any = None) -> None:
+        """Forget state carried between calls (e.g. a warm-start chunk): that of the rows where
+        ``done`` (B,) bool is True (their episodes ended), or all when None; stateless by
+        default."""
 
     @property
     def device(self) -> torch.device:

@@ -35,7 +35,11 @@ TOKEN_ENV = "ROBOPOLICY_SERVE_TOKEN"
             help="policy: the policy's own sample(); auto, torch, onnx or cuda-graph: the "
             "inference engine (robopolicy.inference), auto picking the fastest",
         ),
-        arg("--device", default=None, help="cpu or cuda (default: cuda for cuda-graph, else cpu)"),
+        arg(
+            "--device",
+            default=None,
+            help="cpu, cuda or auto (cuda when present; default: cuda for cuda-graph, else cpu)",
+        ),
         arg("--sampler", default=None, help="ddpm, ddim, dpmpp (engine only); euler, midpoint"),
         arg("--steps", type=int, default=None, help="denoising steps per sample"),
         arg("--fps", type=float, default=None, help="control rate, when the card lacks it"),

@@ -7,12 +7,7 @@ import pytest
 import torch
 
 from robopolicy.inference.engine import EngineConfig, InferenceEngine
-from robopolicy.inference.warm_start import (
-    WarmStart,
-    WarmStartConfig,
-    repeated_history,
-    shift_chunk,
-)
+from robopolicy.inference.warm_start import WarmStart, WarmStartConfig, shift_chunk
 from tests.inference.toy import needs_onnx, toy_batch
 
 
@@ -38,7 +33,7 @@ def test_a_warm_chunk_continues_the_previous_one_with_fewer_evaluations(
     if backend == "onnx":
         needs_onnx()
     engine = InferenceEngine(toy(kind), EngineConfig(sampler, 10, backend=backend, seed=0))
-    warm = WarmStart(engine, WarmStartConfig(warm_steps=2), episode_start=None)
+    warm = WarmStart(engine, WarmStartConfig(warm_steps=2))
     generator = torch.Generator().manual_seed(0)
     first = warm.sample(toy_batch(64, generator)["obs"]).numpy()
     assert engine.net_evals == 10
@@ -55,20 +50,29 @@ def test_a_warm_chunk_continues_the_previous_one_with_fewer_evaluations(
     assert engine.net_evals == 32  # after reset: cold again (10 + 10 for `cold` above)
 
 
-def test_fresh_episodes_start_cold_and_noise_makes_it_deterministic(toy):
+def test_rows_whose_episode_ended_start_cold_and_noise_makes_it_deterministic(toy):
     engine = InferenceEngine(toy("flow"), EngineConfig("euler", 8, backend="torch"))
     obs = toy_batch(3, torch.Generator().manual_seed(1))["obs"]
-    obs["state"][1, 1] = obs["state"][1, 0]  # row 1: a fresh episode's padded history
-    assert repeated_history(obs).tolist() == [False, True, False]
     noise = torch.randn(3, 8, 2)
     runs = []
-    for _ in range(2):
+    for ended in ([False, True, False], [False, True, False], [False, False, False]):
         warm = WarmStart(engine, WarmStartConfig(warm_steps=3))
         warm.sample(obs, noise=noise)
+        warm.reset(np.array(ended))  # what evaluate_policy passes: the envs whose episode ended
+        before = engine.net_evals
         runs.append(warm.sample(obs, noise=noise))
+        assert engine.net_evals - before == 3 + 8 * any(ended)  # warm rows 3 steps, cold ones 8
     assert torch.equal(runs[0], runs[1])
     cold_row = engine.sample({"state": obs["state"][1:2]}, noise=noise[1:2])
-    torch.testing.assert_close(runs[0][1:2], cold_row)
+    torch.testing.assert_close(runs[0][1:2], cold_row)  # row 1 starts its episode cold
+    torch.testing.assert_close(runs[0][[0, 2]], runs[2][[0, 2]])  # rows 0 and 2 stay warm
+    assert not torch.allclose(runs[2][1:2], cold_row)
+    with pytest.raises(ValueError, match="done has shape"):
+        warm.reset(np.ones(2, dtype=bool))
+    warm.reset()
+    before = engine.net_evals
+    warm.sample(obs, noise=noise)
+    assert engine.net_evals - before == 8  # reset(): every row cold
 
 
 def test_config_is_validated():

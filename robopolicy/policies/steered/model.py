@@ -148,8 +148,8 @@ class SteeredPolicy(Policy):
             "a steered policy learns by RL (robopolicy finetune --algo dsrl), not by cloning"
         )
 
-    def reset(self) -> None:
-        self.base.reset()
+    def reset(self, done: Any = None) -> None:
+        self.base.reset(done)
 
 
 def _policy_class(config: PolicyConfig) -> type[Policy]:
