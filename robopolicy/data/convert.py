@@ -7,6 +7,8 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from tqdm import tqdm
+
 from robopolicy.atomic import staged_directory
 from robopolicy.data.formats.base import Episode, detect_format, get_format
 from robopolicy.data.validate import check_episode
@@ -76,9 +78,14 @@ def convert(
 
     try:
         with staged_directory(dst, overwrite=overwrite) as staging:
-            report.written = writer.write(
-                staging, reader.info, episodes(), source_reader=reader, quiet=quiet
+            progress = tqdm(  # named after the destination, not the staging directory
+                episodes(),
+                total=reader.info.n_episodes,
+                desc=f"writing {dst.name}",
+                unit="ep",
+                disable=quiet,
             )
+            report.written = writer.write(staging, reader.info, progress, source_reader=reader)
     finally:
         reader.close()
     return report

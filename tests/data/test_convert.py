@@ -43,3 +43,12 @@ def test_failed_conversion_leaves_nothing_and_keeps_the_old_destination(source, 
     report = convert(source, out, to=to, overwrite=True, drop_bad_episodes=True, quiet=True)
     assert report.written == 2 and [i for i, _ in report.dropped] == [2]
     assert tree_hash(out) != before
+
+
+@pytest.mark.parametrize("to", ["zarr", "lerobot"])
+def test_progress_names_the_destination_unless_quiet(source, tmp_path, to, capsys):
+    convert(source, tmp_path / "quiet", to=to, quiet=True)
+    assert "writing" not in capsys.readouterr().err
+    convert(source, tmp_path / "named", to=to)
+    shown = capsys.readouterr().err
+    assert "writing named: 100%" in shown and ".partial" not in shown

@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from robopolicy.data.formats.base import DatasetInfo, Episode, register_format
 from robopolicy.data.store import ArraySpec, EpisodeStore
 
@@ -42,13 +40,7 @@ class ZarrStoreFormat:
             store.set_feature(key, **feature)
         tasks: list[str] = list(attrs.get("tasks", []))
         count = 0
-        for episode in tqdm(
-            episodes,
-            total=info.n_episodes,
-            desc=f"writing {path.name}",
-            unit="ep",
-            disable=options.get("quiet", False),
-        ):
+        for episode in episodes:
             meta = dict(episode.meta)
             if episode.task is not None:
                 if episode.task not in tasks:

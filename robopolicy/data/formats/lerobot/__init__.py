@@ -41,7 +41,7 @@ class LeRobotFormat:
     def write(
         cls, path: Path, info: DatasetInfo, episodes: Iterator[Episode], **options: Any
     ) -> int:
-        """Write a LeRobot v3.0 dataset; option ``quiet`` (no progress bar)."""
+        """Write a LeRobot v3.0 dataset."""
         from robopolicy.data.formats.lerobot.write import write_dataset
 
-        return write_dataset(Path(path), info, episodes, quiet=bool(options.get("quiet", False)))
+        return write_dataset(Path(path), info, episodes)

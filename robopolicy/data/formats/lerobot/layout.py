@@ -61,30 +61,50 @@ VIDEO_NAMES = ["height", "width", "channels"]
 STAT_QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 """Quantiles LeRobot keeps next to min/max/mean/std, named ``q01`` ... ``q99``."""
 
-_STATE, _IMAGE, _IMAGES = "observation.state", "observation.image", "observation.images."
-NATIVE_STATE = "state"
-
-
-def to_native(name: str) -> str:
-    """LeRobot feature name -> native key (``observation.images.front`` -> ``image.front``)."""
-    if name == _STATE:
-        return NATIVE_STATE
-    if name == _IMAGE:
-        return IMAGE_PREFIX + "image"
-    if name.startswith(_IMAGES):
-        return IMAGE_PREFIX + name[len(_IMAGES) :]
-    return name
+OBSERVATION_PREFIX = "observation."
+_IMAGE, _IMAGES = "observation.image", "observation.images."
+NOT_OBSERVATIONS = ("action", "reward", "done", "success", "intervention")
+"""Native keys that are not observations and so keep their name in LeRobot (as do ``action.*``
+and LeRobot's own ``next.*`` and ``observation.*`` names)."""
+DEFAULT_TASK = "demonstrated task (no description recorded)"
+"""The task written for episodes that have none: LeRobot gives every frame a task string, which
+language-conditioned policies read as their instruction, so an empty one would say nothing.
+Recorded in ``meta/robopolicy.json`` and read back as no task."""
 
 
 def to_lerobot(key: str) -> str:
-    """Native key -> LeRobot feature name; the inverse of :func:`to_native`."""
-    if key == NATIVE_STATE:
-        return _STATE
+    """Native key -> LeRobot feature name: ``image.<camera>`` -> ``observation.images.<camera>``
+    (``image.image`` -> ``observation.image``), ``state`` -> ``observation.state`` and every other
+    observation likewise prefixed; ``action``, :data:`NOT_OBSERVATIONS`, ``next.*``, LeRobot's own
+    columns and names already under ``observation.`` are kept."""
     if key == IMAGE_PREFIX + "image":
         return _IMAGE
     if key.startswith(IMAGE_PREFIX):
         return _IMAGES + key[len(IMAGE_PREFIX) :]
-    return key
+    kept = (TIMESTAMP, *BOOKKEEPING, *NOT_OBSERVATIONS)
+    if key in kept or key.startswith(("action.", "next.", OBSERVATION_PREFIX)):
+        return key
+    return OBSERVATION_PREFIX + key
+
+
+def camera_name(key: str, only_camera: bool) -> str:
+    """LeRobot name of the camera under native ``key``: ``image.<camera>`` as :func:`to_lerobot`
+    names it; a camera under another key (Push-T's ``img``) is ``observation.image`` when it is
+    the dataset's only camera, ``observation.images.<key>`` otherwise."""
+    if key.startswith(IMAGE_PREFIX):
+        return to_lerobot(key)
+    return _IMAGE if only_camera else _IMAGES + key
+
+
+def to_native(name: str) -> str:
+    """LeRobot feature name -> native key; the inverse of :func:`to_lerobot` (a name it cannot
+    have made, such as ``observation.timestamp``, is kept as it is)."""
+    if name == _IMAGE:
+        return IMAGE_PREFIX + "image"
+    if name.startswith(_IMAGES):
+        return IMAGE_PREFIX + name[len(_IMAGES) :]
+    key = name.removeprefix(OBSERVATION_PREFIX)
+    return key if key != name and to_lerobot(key) == name else name
 
 
 def read_json(path: Path) -> Any:
@@ -162,8 +182,10 @@ class Extras:
     LeRobot cannot say some things about native data: a (T, 1) array is written as a scalar
     column (LeRobot reads ``shape: [1]`` as a scalar), episodes without a ``timestamp`` still
     need one in LeRobot, recorded (sensed) timestamps off the ``i / fps`` grid cannot be the
-    ``timestamp`` column that video frames are looked up by, and attributes or units have no
-    place in ``info.json``. LeRobot ignores this file.
+    ``timestamp`` column that video frames are looked up by, a camera held as float 0-255
+    values becomes a uint8 video, a native key may not be the default for its LeRobot name, an
+    episode without a task gets :data:`DEFAULT_TASK`, and attributes or units have no place in
+    ``info.json``. LeRobot ignores this file.
     """
 
     shapes: dict[str, list[int]] = dataclasses.field(default_factory=dict)
@@ -176,6 +198,11 @@ class Extras:
     """native key -> feature metadata other than ``names`` (units, ...)."""
     attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Dataset attributes that have no ``info.json`` field."""
+    dtypes: dict[str, str] = dataclasses.field(default_factory=dict)
+    """native key -> dtype of a camera whose frames were not uint8 (its decoded video frames are
+    cast back to it)."""
+    default_task: str | None = None
+    """The task written for episodes that had none (read back as no task), or None."""
 
     VERSION = 1
 
@@ -185,13 +212,25 @@ class Extras:
         if not path.is_file():
             return cls()
         doc = read_json(path)
-        kinds = {"shapes": dict, "dropped": list, "renamed": dict, "features": dict, "attrs": dict}
+        kinds = {
+            "shapes": dict,
+            "dropped": list,
+            "renamed": dict,
+            "features": dict,
+            "attrs": dict,
+            "dtypes": dict,
+        }
         if not isinstance(doc, dict):
             raise DataError(path, "expected a JSON object")
         for key, kind in kinds.items():
             if not isinstance(doc.get(key, kind()), kind):
                 raise DataError(path, f"expected a JSON {kind.__name__}", key=key)
-        extras = cls(**{key: doc.get(key, kind()) for key, kind in kinds.items()})
+        default_task = doc.get("default_task")
+        if not isinstance(default_task, str | None):
+            raise DataError(path, "expected a string or null", key="default_task")
+        extras = cls(
+            **{key: doc.get(key, kind()) for key, kind in kinds.items()}, default_task=default_task
+        )
         checks = {
             "shapes": all(
                 isinstance(s, list) and all(isinstance(d, int) and d >= 0 for d in s)
@@ -200,6 +239,7 @@ class Extras:
             "dropped": all(isinstance(name, str) for name in extras.dropped),
             "renamed": all(isinstance(name, str) for name in extras.renamed.values()),
             "features": all(isinstance(f, dict) for f in extras.features.values()),
+            "dtypes": all(isinstance(dtype, str) for dtype in extras.dtypes.values()),
         }
         for key, valid in checks.items():
             if not valid:

@@ -1,8 +1,13 @@
 """How native keys become LeRobot columns when writing, fixed by the first episode.
 
-``image.<camera>`` keys holding uint8 (T, H, W, 3) frames become video features; every other key
-becomes a parquet column of its own dtype. LeRobot's ``timestamp`` column is what video frames
-are looked up by, so it must sit on the ``i / fps`` grid of the episode:
+Cameras become video features: (T, H, W, 3) frames (H, W >= 8) of uint8, or of whole numbers
+0-255 in another dtype (Push-T's float32 ``img``), which are encoded as the same uint8 levels and
+cast back to their dtype when read. ``image.<camera>`` keys are named
+``observation.images.<camera>``; a camera under another key is ``observation.image`` when it is
+the only one (see :func:`~robopolicy.data.formats.lerobot.layout.camera_name`). Every other key
+becomes a parquet column of its own dtype, observations under ``observation.`` (see
+:func:`~robopolicy.data.formats.lerobot.layout.to_lerobot`). LeRobot's ``timestamp`` column is
+what video frames are looked up by, so it must sit on the ``i / fps`` grid of the episode:
 
 - native timestamps on that grid (within 5e-5 s) are written as they are, dtype kept;
 - episodes without timestamps get ``i / fps`` (float32, as lerobot writes), recorded in
@@ -19,16 +24,18 @@ from typing import Any
 
 import numpy as np
 
-from robopolicy.data.formats.base import IMAGE_PREFIX, DatasetInfo, Episode
+from robopolicy.data.formats.base import DatasetInfo, Episode
 from robopolicy.data.formats.lerobot.layout import (
     BOOKKEEPING,
     DEFAULT_FEATURES,
     TIMESTAMP,
     VIDEO_NAMES,
     Extras,
+    camera_name,
     to_lerobot,
     to_native,
 )
+from robopolicy.data.store import is_image_shape
 from robopolicy.errors import DataError
 
 SENSED_TIMESTAMP = "observation.timestamp"
@@ -53,6 +60,21 @@ class Column:
     @property
     def lerobot_shape(self) -> list[int]:
         return list(self.shape) or [1]
+
+
+def camera_levels(values: np.ndarray) -> np.ndarray | None:
+    """(T, H, W, 3) camera frames as uint8, or None when ``values`` are not camera frames: of
+    another shape, smaller than 8 x 8, or not all whole numbers in [0, 255]."""
+    if values.ndim != 4 or values.shape[-1] != 3 or not is_image_shape(values.shape[1:]):
+        return None
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype.kind not in "iuf" or values.size == 0:
+        return None
+    if not (values.min() >= 0 and values.max() <= 255):  # also false for NaN
+        return None
+    levels = values.astype(np.uint8)
+    return levels if np.array_equal(levels, values) else None
 
 
 def on_grid(values: np.ndarray, fps: float) -> bool:
@@ -134,6 +156,18 @@ class ColumnPlan:
         out["task_index"] = np.full(length, task_index, dtype=np.int64)
         return out
 
+    def video_frames(self, episode: Episode, episode_index: int, column: Column) -> np.ndarray:
+        """The uint8 frames of a camera (after :meth:`arrays` checked dtype and shape)."""
+        frames = camera_levels(np.asarray(episode.frames[column.native]))
+        if frames is None:
+            raise DataError(
+                episode.source or self.destination,
+                f"episode {episode_index}: camera frames are not whole numbers 0-255 as the "
+                "first episode's were",
+                key=column.native,
+            )
+        return frames
+
     def features(
         self, info: DatasetInfo, video_info: dict[str, dict[str, Any]]
     ) -> dict[str, dict[str, Any]]:
@@ -168,6 +202,8 @@ class ColumnPlan:
                 extras.shapes[column.native] = [1]
             if to_native(column.name) != column.native:
                 extras.renamed[column.name] = column.native
+            if column.video and column.dtype != np.uint8:
+                extras.dtypes[column.native] = column.dtype.name
         if self.timestamp == "native" and self.timestamp_shape == (1,):
             extras.shapes[TIMESTAMP] = [1]
         if self.timestamp != "native":
@@ -198,13 +234,15 @@ def plan_columns(episode: Episode, info: DatasetInfo, fps: float, destination: P
         if key == TIMESTAMP and mode == "native":
             continue
         name = SENSED_TIMESTAMP if key == TIMESTAMP else to_lerobot(key)
-        video = (
-            key.startswith(IMAGE_PREFIX)
-            and values.dtype == np.uint8
-            and values.ndim == 4
-            and values.shape[-1] == 3
-        )
+        video = key != TIMESTAMP and camera_levels(values) is not None
         columns.append(Column(key, name, values.dtype, values.shape[1:], video))
+    cameras = [column for column in columns if column.video]
+    columns = [
+        dataclasses.replace(column, name=camera_name(column.native, len(cameras) == 1))
+        if column.video
+        else column
+        for column in columns
+    ]
     names = [column.name for column in columns] + list(DEFAULT_FEATURES)
     for column in columns:
         if names.count(column.name) > 1:

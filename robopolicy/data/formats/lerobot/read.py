@@ -3,8 +3,9 @@
 Numeric columns become arrays of the dtype ``info.json`` declares; ``dtype: image`` columns are
 decoded from their PNG bytes; ``dtype: video`` features are decoded with PyAV at each frame's
 ``timestamp`` (plus the episode's ``from_timestamp`` in a v3.0 file), taking the nearest frame
-within LeRobot's default tolerance of 1e-4 s. Video files that are absent are skipped with a
-warning naming them, or refused under ``require_video``.
+within LeRobot's default tolerance of 1e-4 s, as uint8 or the dtype ``meta/robopolicy.json``
+records for the camera. Video files that are absent are skipped with a warning naming them, or
+refused under ``require_video``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from robopolicy.data.formats.lerobot.arrow import column_to_numpy, decode_images
 from robopolicy.data.formats.lerobot.episodes import EpisodeSpan, load_episodes
 from robopolicy.data.formats.lerobot.layout import (
     BOOKKEEPING,
+    EXTRAS_PATH,
     INFO_PATH,
     TIMESTAMP,
     Extras,
@@ -104,6 +106,7 @@ class LeRobotReader:
         self._numeric, self._images = by_dtype["numeric"], by_dtype["image"]
         self._videos = self._available_videos(by_dtype["video"], require_video)
         self._native = self._native_names([*self._numeric, *self._images, *self._videos])
+        self._camera_dtypes = self._recorded_dtypes()
         self._check_data_files()
         self.info = DatasetInfo(
             fps=float(info["fps"]),
@@ -111,7 +114,7 @@ class LeRobotReader:
             features=self._native_features(),
             attrs={
                 "robot_type": info.get("robot_type"),
-                "tasks": [tasks[i] for i in sorted(tasks)],
+                "tasks": [tasks[i] for i in sorted(tasks) if tasks[i] != extras.default_task],
                 "lerobot_info": {k: v for k, v in info.items() if k not in _NOT_CARRIED},
                 **extras.attrs,
             },
@@ -132,6 +135,18 @@ class LeRobotReader:
                 )
             native[name] = key
         return native
+
+    def _recorded_dtypes(self) -> dict[str, np.dtype]:
+        """Native camera key -> the numeric dtype its decoded uint8 frames are cast back to."""
+        dtypes = {}
+        for key, name in self._extras.dtypes.items():
+            dtype = numpy_dtype(name)
+            if dtype is None:
+                raise DataError(
+                    self.root / EXTRAS_PATH, f"not a numeric dtype: {name!r}", key=f"dtypes.{key}"
+                )
+            dtypes[key] = dtype
+        return dtypes
 
     def _native_features(self) -> dict[str, dict[str, Any]]:
         features = {}
@@ -214,6 +229,9 @@ class LeRobotReader:
             with ThreadPoolExecutor(max_workers=len(self._videos)) as pool:
                 for name, decoded in zip(self._videos, pool.map(decode, self._videos), strict=True):
                     frames[self._native[name]] = decoded
+        for key, dtype in self._camera_dtypes.items():
+            if key in frames:
+                frames[key] = frames[key].astype(dtype)
         return Episode(
             frames,
             task=self._task(span, rows),
@@ -297,7 +315,7 @@ class LeRobotReader:
                     span.data_file, f"task_index {index} is not in the task list", key="task_index"
                 )
             task = self._tasks[index]
-        return task or None
+        return None if task == self._extras.default_task else task or None
 
     def close(self) -> None:
         self._cache = None

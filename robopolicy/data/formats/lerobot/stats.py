@@ -1,12 +1,20 @@
 """Feature statistics as LeRobot stores them, per episode and for the whole dataset.
 
-Each feature gets ``min``, ``max``, ``mean``, ``std``, ``count`` and the quantiles ``q01`` ...
-``q99``. Numeric features reduce over time: a (T,) column gives shape (1,) stats, a (T, D)
-column shape (D,). Camera features reduce over sampled frames and pixels per channel, scaled to
-[0, 1], with shape (3, 1, 1); their ``count`` is the number of sampled frames. Dataset statistics
-combine episodes: counts add, means are count-weighted, variances combine exactly, min and max
-are taken over episodes, and quantiles keep the outer envelope (the lowest of the episodes'
-lower quantiles, the highest of their upper ones), as LeRobot does.
+Each feature gets ``min``, ``max``, ``mean``, ``std``, ``count`` and the quantiles ``q01``,
+``q10``, ``q50``, ``q90``, ``q99``. Numeric features reduce over time: a (T,) column gives shape
+(1,) stats, a (T, *shape) column that shape (lerobot 0.6.1 pools all but the last axis, giving
+(2,) for a (T, 9, 2) column). Integer columns keep integer ``min`` and ``max``, as lerobot up to
+0.5 wrote them (0.6.1 writes floats; its normalizer reads either as float32).
+Camera features reduce over sampled frames and pixels per channel, scaled to [0, 1], with shape
+(3, 1, 1); their ``count`` is the number of sampled frames. Per-episode quantiles are the
+samples' exact (numpy, linear) quantiles, where lerobot 0.6.1 estimates them from a 5000-bin
+histogram of the same samples.
+
+Dataset statistics combine the episodes' as lerobot 0.6.1 (``aggregate_stats``) does: counts add,
+``min`` and ``max`` are taken over episodes, ``mean`` is the count-weighted mean of the episodes'
+means, ``std`` pools the variances (the count-weighted mean of ``std**2 + (mean_e - mean)**2``),
+and each quantile is the count-weighted mean of the episodes' quantiles (not a quantile of all
+frames).
 """
 
 from __future__ import annotations
@@ -21,26 +29,23 @@ Stats = dict[str, np.ndarray]
 QUANTILE_NAMES = tuple(f"q{round(q * 100):02d}" for q in STAT_QUANTILES)
 
 
-def _summary(x: np.ndarray, count: int) -> Stats:
-    """Statistics of ``x`` over its first axis (float64 samples)."""
+def numeric_stats(values: np.ndarray) -> Stats:
+    """Statistics of a (T, *shape) numeric feature over time (min and max of integers as int64)."""
+    values = np.asarray(values)
+    if values.ndim == 1:
+        values = values[:, None]
+    x = values.astype(np.float64)
+    extremes = values.astype(np.int64) if values.dtype.kind in "iu" else x
     stats = {
-        "min": x.min(axis=0),
-        "max": x.max(axis=0),
+        "min": extremes.min(axis=0),
+        "max": extremes.max(axis=0),
         "mean": x.mean(axis=0),
         "std": x.std(axis=0),
-        "count": np.array([count], dtype=np.int64),
+        "count": np.array([x.shape[0]], dtype=np.int64),
     }
     quantiles = np.quantile(x, STAT_QUANTILES, axis=0)
     stats.update(zip(QUANTILE_NAMES, quantiles, strict=True))
     return stats
-
-
-def numeric_stats(values: np.ndarray) -> Stats:
-    """Statistics of a (T, *shape) numeric feature over time."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    return _summary(x, x.shape[0])
 
 
 def sample_indices(length: int) -> np.ndarray:
@@ -89,28 +94,36 @@ def image_stats(frames: np.ndarray) -> Stats:
 def aggregate(episodes: Sequence[Mapping[str, Stats]]) -> dict[str, Stats]:
     """Dataset statistics from per-episode statistics (every feature found in any episode)."""
     names = list(dict.fromkeys(name for stats in episodes for name in stats))
-    result = {}
-    for name in names:
-        parts = [stats[name] for stats in episodes if name in stats]
-        counts = np.array([float(p["count"][0]) for p in parts])
-        total = counts.sum()
-        weights = counts.reshape(-1, *([1] * np.ndim(parts[0]["mean"])))
-        means = np.stack([p["mean"] for p in parts])
-        mean = (means * weights).sum(axis=0) / total
-        variances = np.stack([p["std"] ** 2 for p in parts]) + (means - mean) ** 2
-        merged = {
-            "min": np.min(np.stack([p["min"] for p in parts]), axis=0),
-            "max": np.max(np.stack([p["max"] for p in parts]), axis=0),
-            "mean": mean,
-            "std": np.sqrt((variances * weights).sum(axis=0) / total),
-            "count": np.array([int(total)], dtype=np.int64),
-        }
-        for q, quantile in zip(STAT_QUANTILES, QUANTILE_NAMES, strict=True):
-            if all(quantile in p for p in parts):
-                stacked = np.stack([p[quantile] for p in parts])
-                merged[quantile] = stacked.min(axis=0) if q <= 0.5 else stacked.max(axis=0)
-        result[name] = merged
-    return result
+    return {
+        name: _aggregate_feature([stats[name] for stats in episodes if name in stats])
+        for name in names
+    }
+
+
+def _aggregate_feature(parts: list[Stats]) -> Stats:
+    """One feature's dataset statistics from its per-episode ones (see the module docstring)."""
+    counts = np.array([p["count"][0] for p in parts], dtype=np.int64)
+    total = counts.sum()
+    weights = counts.reshape(-1, *([1] * np.ndim(parts[0]["mean"])))
+
+    def weighted_mean(values: np.ndarray) -> np.ndarray:
+        return (values * weights).sum(axis=0) / total
+
+    means = np.stack([p["mean"] for p in parts])
+    mean = weighted_mean(means)
+    merged = {
+        "min": np.min(np.stack([p["min"] for p in parts]), axis=0),
+        "max": np.max(np.stack([p["max"] for p in parts]), axis=0),
+        "mean": mean,
+        "std": np.sqrt(
+            weighted_mean(np.stack([p["std"] ** 2 for p in parts]) + (means - mean) ** 2)
+        ),
+        "count": np.array([total], dtype=np.int64),
+    }
+    for quantile in QUANTILE_NAMES:
+        if all(quantile in p for p in parts):
+            merged[quantile] = weighted_mean(np.stack([p[quantile] for p in parts]))
+    return merged
 
 
 def to_json(stats: Mapping[str, Stats]) -> dict[str, dict[str, list]]:

@@ -2,11 +2,11 @@
 
 Numeric keys become parquet columns of their own dtype (``shape: [1]`` features as scalar
 columns, vectors as ``fixed_size_list`` columns), one row group per episode, files rolled over
-at ``data_files_size_in_mb``. ``image.<camera>`` keys (uint8, (T, H, W, 3)) become one AV1 mp4 per
-camera per file, episodes back to back, each camera encoding in its own thread; the episode's
-place in the file is its ``from_timestamp``/``to_timestamp``. Per-episode metadata and
-statistics go to ``meta/episodes``, tasks to ``meta/tasks.parquet``, dataset statistics to
-``meta/stats.json`` and the schema to ``meta/info.json``.
+at ``data_files_size_in_mb``. Cameras (see :mod:`.plan`) become one AV1 mp4 per camera per file,
+episodes back to back, each camera encoding in its own thread; the episode's place in the file is
+its ``from_timestamp``/``to_timestamp``. Per-episode metadata and statistics go to
+``meta/episodes``, tasks to ``meta/tasks.parquet`` (:data:`~.layout.DEFAULT_TASK` for episodes
+without one), dataset statistics to ``meta/stats.json`` and the schema to ``meta/info.json``.
 
 The caller gives an empty directory (``convert`` stages it and renames it into place when done).
 """
@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from robopolicy.data.formats.base import DatasetInfo, Episode
 from robopolicy.data.formats.lerobot import stats as fstats
@@ -31,6 +30,7 @@ from robopolicy.data.formats.lerobot.layout import (
     DATA_PATH,
     DEFAULT_CHUNKS_SIZE,
     DEFAULT_DATA_FILE_MB,
+    DEFAULT_TASK,
     DEFAULT_VIDEO_FILE_MB,
     EPISODES_PATH,
     INFO_PATH,
@@ -62,9 +62,7 @@ _INFO_DERIVED = {
 }
 
 
-def write_dataset(
-    path: Path, info: DatasetInfo, episodes: Iterator[Episode], *, quiet: bool = False
-) -> int:
+def write_dataset(path: Path, info: DatasetInfo, episodes: Iterator[Episode]) -> int:
     """Write ``episodes`` as a LeRobot v3.0 dataset into the empty directory ``path``; return how
     many were written. A failure closes the encoders and leaves the directory to the caller."""
     path = Path(path)
@@ -74,10 +72,7 @@ def write_dataset(
         )
     writer = _DatasetWriter(path, info)
     try:
-        progress = tqdm(
-            episodes, total=info.n_episodes, desc=f"writing {path.name}", unit="ep", disable=quiet
-        )
-        for episode in progress:
+        for episode in episodes:
             writer.add(episode)
         writer.finish()
     except BaseException:
@@ -127,7 +122,7 @@ class _DatasetWriter:
                 )
                 for column in self.plan.videos
             }
-        task = episode.task or ""
+        task = episode.task or DEFAULT_TASK
         if task not in self.tasks:
             self.tasks.append(task)
         arrays = self.plan.arrays(episode, self.episodes, self.frames, self.tasks.index(task))
@@ -145,7 +140,7 @@ class _DatasetWriter:
         }
         stats = {name: fstats.numeric_stats(values) for name, values in arrays.items()}
         for column in self.plan.videos:
-            frames = episode.frames[column.native]
+            frames = self.plan.video_frames(episode, self.episodes, column)
             v_chunk, v_file, start, stop = self.videos[column.name].add(frames)
             row[f"videos/{column.name}/chunk_index"] = v_chunk
             row[f"videos/{column.name}/file_index"] = v_file
@@ -183,7 +178,10 @@ class _DatasetWriter:
         _write_tasks(self.root / TASKS_PATH, self.tasks)
         write_json(self.root / STATS_PATH, fstats.to_json(fstats.aggregate(self.stats)))
         write_json(self.root / INFO_PATH, self._info_json(self.plan, video_info))
-        self.plan.extras(self.info).save(self.root)
+        extras = self.plan.extras(self.info)
+        if DEFAULT_TASK in self.tasks:
+            extras.default_task = DEFAULT_TASK
+        extras.save(self.root)
 
     def abort(self) -> None:
         self.data.close()
