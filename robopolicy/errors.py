@@ -13,5 +13,6 @@ class DataError(RobopolicyError):
     def __init__(self, path: object, message: str, *, key: str | None = None) -> None:
         self.path = str(path)
         self.key = key
+        self.reason = message
         where = f"{self.path}" + (f" [{key}]" if key else "")
         super().__init__(f"{where}: {message}")

@@ -43,15 +43,16 @@ def convert(
     """Read ``src`` in whatever format it is and write it to ``dst`` in format ``to``.
 
     The source is only read, and ``dst`` appears only when complete: the dataset is written into
-    a hidden sibling directory and renamed into place at the end. A bad episode stops the
+    a hidden sibling directory and renamed into place at the end. ``dst`` may neither hold nor
+    lie inside ``src``, and ``overwrite`` replaces only an existing dataset (or empty directory),
+    so no destination can remove the source or anything beside it. A bad episode stops the
     conversion with a DataError naming file and key, or — with ``drop_bad_episodes`` — is left
     out and reported. ``fps`` sets the frame rate
     when the source does not record one (diffusion_policy replay buffers do not) and must agree
     with it when it does.
     """
     src, dst = Path(src).resolve(), Path(dst).resolve()
-    if dst == src or src in dst.parents:
-        raise DataError(dst, f"destination must be outside the source {src}")
+    _check_destination(src, dst, overwrite)
     writer = get_format(to)
     if not writer.writable:
         raise DataError(dst, f"format {to!r} can be read but not written")
@@ -89,3 +90,20 @@ def convert(
     finally:
         reader.close()
     return report
+
+
+def _check_destination(src: Path, dst: Path, overwrite: bool) -> None:
+    """Refuse a destination that is, holds or lies inside the source (both resolved), and an
+    ``overwrite`` of something that is not a dataset."""
+    if dst == src or src in dst.parents or dst in src.parents:
+        raise DataError(
+            dst, f"destination must be outside the source {src} and must not contain it"
+        )
+    if not overwrite or not dst.exists() or (dst.is_dir() and not any(dst.iterdir())):
+        return
+    try:
+        detect_format(dst)
+    except DataError:
+        raise DataError(
+            dst, "exists and is not a dataset; --overwrite replaces only a dataset"
+        ) from None

@@ -10,6 +10,8 @@ from tqdm import tqdm
 
 from robopolicy.data.formats.base import detect_format
 
+_BLOCK_VALUES = 1 << 24
+
 
 class RunningStats:
     """Per-feature min, max, mean and std, reduced over time and every axis but the last.
@@ -28,6 +30,11 @@ class RunningStats:
     def update(self, frames: np.ndarray) -> None:
         x = np.asarray(frames)
         x = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(-1, 1)
+        step = max(1, _BLOCK_VALUES // max(1, x.shape[1]))  # float64 copies stay under 128 MiB
+        for start in range(0, x.shape[0], step):
+            self._update(x[start : start + step])
+
+    def _update(self, x: np.ndarray) -> None:
         n = x.shape[0]
         if not n:
             return

@@ -227,7 +227,15 @@ class Normalizer:
             config = json.loads((directory / CONFIG_FILE).read_text())
             state = safetensors.torch.load_file(directory / TENSORS_FILE)
             return cls.from_state_dict(state, config)
-        except (OSError, ValueError, KeyError, safetensors.SafetensorError) as exc:
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            RecursionError,
+            safetensors.SafetensorError,
+        ) as exc:
             raise DataError(directory, f"unreadable normalizer ({exc})") from exc
 
     def to_bytes(self) -> bytes:

@@ -14,80 +14,64 @@ the shape change — one atomic file — is the commit. A process killed at any 
 committed episodes intact; frames past the last committed end are ignored by readers and trimmed
 when the store is next opened for appending. A recorder streams an episode the same way:
 ``write_uncommitted`` while recording, then ``commit_uncommitted`` or ``discard_uncommitted``.
+
+Opening checks the store before decoding anything (:mod:`robopolicy.data.store_checks`): only
+allowlisted codecs, declared sizes within :func:`~robopolicy.data.limits.read_limits`, and a
+chunk file for every chunk of the committed rows, so a deleted chunk is an error rather than
+zeros. Every chunk is written, even one of zeros (store version 2); version-1 stores left those
+out, and read only with ``ROBOPOLICY_LEGACY_ZERO_CHUNKS=1``, absent chunks as zeros.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numcodecs
 import numpy as np
 import zarr
 
+from robopolicy.data import store_checks as checks
+from robopolicy.data.array_spec import ArraySpec, is_image_shape
+from robopolicy.data.limits import check_episodes, read_limits
+from robopolicy.data.paths import check_name
 from robopolicy.data.validate import check_episode
 from robopolicy.errors import DataError
 
-STORE_VERSION = 1
+__all__ = ["EPISODE_ENDS", "STORE_VERSION", "ArraySpec", "EpisodeStore", "is_image_shape"]
+log = logging.getLogger(__name__)
+
+STORE_VERSION = 2
+LEGACY_ZERO_CHUNKS = "ROBOPOLICY_LEGACY_ZERO_CHUNKS"
+"""Set to 1 to read a version-1 store's absent chunks as zeros (they were all-zero chunks)."""
+_WRITE_EVERY_CHUNK = {"write_empty_chunks": True}
 EPISODE_ENDS = "episode_ends"
-_CHUNK_BYTES = 1 << 20
-_MAX_CHUNK_FRAMES = 16384
 _EPISODE_ENDS_CHUNK = 1024
-
-
-def is_image_shape(shape: tuple[int, ...]) -> bool:
-    """True for per-frame shapes that look like images: (H, W, C) with C in 1, 3, 4."""
-    return len(shape) == 3 and shape[2] in (1, 3, 4) and shape[0] >= 8 and shape[1] >= 8
-
-
-@dataclasses.dataclass(frozen=True)
-class ArraySpec:
-    """How one key is laid out on disk."""
-
-    dtype: np.dtype
-    """Element type, kept exactly as given."""
-    shape: tuple[int, ...]
-    """Shape of one frame (the array is ``(T, *shape)``)."""
-    chunk_frames: int
-    """Frames per chunk along time; images use 1 so a frame decodes on its own."""
-    compressor: numcodecs.abc.Codec | None
-    """numcodecs compressor, or None for raw bytes."""
-    filters: tuple[numcodecs.abc.Codec, ...] = ()
-    """numcodecs filters applied before the compressor; the defaults add a CRC32 per chunk, so a
-    truncated or bit-flipped chunk fails loudly instead of decoding to garbage."""
-
-    def __post_init__(self) -> None:
-        if self.chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
-        object.__setattr__(self, "dtype", np.dtype(self.dtype))
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        object.__setattr__(self, "filters", tuple(self.filters))
-
-    @classmethod
-    def default(cls, dtype: np.dtype, shape: tuple[int, ...]) -> ArraySpec:
-        """Images: one frame per chunk, zstd with byte shuffle; other arrays: ~1 MiB chunks with
-        bit shuffle. Both carry a CRC32 of every chunk."""
-        checked = (numcodecs.CRC32(),)
-        if is_image_shape(shape):
-            blosc = numcodecs.Blosc("zstd", 5, numcodecs.Blosc.SHUFFLE)
-            return cls(dtype, shape, 1, blosc, checked)
-        frame_bytes = max(1, np.dtype(dtype).itemsize * math.prod(shape))
-        frames = int(np.clip(_CHUNK_BYTES // frame_bytes, 1, _MAX_CHUNK_FRAMES))
-        blosc = numcodecs.Blosc("zstd", 5, numcodecs.Blosc.BITSHUFFLE)
-        return cls(dtype, shape, frames, blosc, checked)
 
 
 class EpisodeStore:
     """Episodes of per-frame arrays in one zarr group. Open with :meth:`create` or :meth:`open`."""
 
-    def __init__(self, path: Path, group: zarr.Group, writable: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        group: zarr.Group,
+        writable: bool,
+        layouts: dict[str, checks.ArrayLayout] | None = None,
+    ) -> None:
         self.path = path
         self._group = group
         self._writable = writable
+        self._layouts = layouts or {}
+        legacy = group.attrs.get("robopolicy_store_version") == 1
+        self._missing_ok = legacy and os.environ.get(LEGACY_ZERO_CHUNKS) == "1"
         self._ends = self._read_episode_ends()
+        if self._layouts:
+            self._check_sizes_and_chunks()
 
     # ------------------------------------------------------------------ opening
 
@@ -135,8 +119,11 @@ class EpisodeStore:
         path = Path(path)
         if not path.is_dir():
             raise DataError(path, "no such episode store (expected a zarr directory)")
+        layouts = checks.read_layouts(path, read_limits())  # before zarr parses any of it
         try:
-            group = zarr.open_group(path, mode="r" if mode == "r" else "r+", zarr_format=2)
+            group = zarr.open_group(
+                path, mode="r" if mode == "r" else "r+", zarr_format=2, use_consolidated=False
+            )
             for name in ("data", "meta"):
                 if name not in group:
                     raise DataError(path, f"missing group '{name}'", key=name)
@@ -144,7 +131,7 @@ class EpisodeStore:
             raise
         except Exception as exc:  # zarr raises many types for unreadable metadata
             raise DataError(path, f"not a readable zarr group ({exc})") from exc
-        store = cls(path, group, writable=mode == "a")
+        store = cls(path, group, writable=mode == "a", layouts=layouts)
         if mode == "a":
             store._trim_uncommitted()
         return store
@@ -152,11 +139,14 @@ class EpisodeStore:
     def _read_episode_ends(self) -> np.ndarray:
         key = f"meta/{EPISODE_ENDS}"
         try:
-            ends = np.asarray(self._group[key][:], dtype=np.int64)
+            arr = self._group[key]
         except KeyError as exc:
             raise DataError(self.path, "missing array", key=key) from exc
-        except Exception as exc:
-            raise DataError(self.path, f"unreadable ({exc})", key=key) from exc
+        if key in self._layouts:
+            limits = read_limits()
+            checks.check_count(self.path, arr.shape[0], limits, "max_episodes", "episodes", key=key)
+            self._check_chunks(key, arr.shape[0])
+        ends = np.asarray(self._read(key, arr, 0, arr.shape[0]), dtype=np.int64)
         if ends.ndim != 1 or (ends.size and (ends[0] <= 0 or np.any(np.diff(ends) <= 0))):
             raise DataError(self.path, "episode ends must be positive and increasing", key=key)
         total = int(ends[-1]) if ends.size else 0
@@ -168,6 +158,49 @@ class EpisodeStore:
                     key=f"data/{name}",
                 )
         return ends
+
+    def _check_sizes_and_chunks(self) -> None:
+        """Episode sizes within the read limits, and a chunk file for every committed row."""
+        data = {k: v for k, v in self._layouts.items() if k.startswith("data/")}
+        sizes = {key: layout.frame_bytes for key, layout in data.items()}
+        check_episodes(self.path, self.episode_lengths, sizes, read_limits(), key="data")
+        for key in self._layouts:
+            if key != f"meta/{EPISODE_ENDS}":
+                self._check_chunks(key, self.n_frames if key in data else self.n_episodes)
+
+    def _check_chunks(self, key: str, rows: int) -> None:
+        layout = self._layouts[key]
+        rows = min(rows, layout.shape[0])  # a short array is reported by name elsewhere
+        try:
+            absent = checks.check_chunks_exist(
+                self.path, layout, rows, missing_ok=self._missing_ok
+            )
+        except DataError as exc:
+            if self._group.attrs.get("robopolicy_store_version") != 1:
+                raise
+            hint = (
+                "; a version-1 store left chunks of zeros out: read it with "
+                f"{LEGACY_ZERO_CHUNKS}=1 and convert it to a new store"
+            )
+            raise DataError(exc.path, exc.reason + hint, key=exc.key) from None
+        if absent:
+            log.warning("%s [%s]: %d absent chunks read as zeros", self.path, key, absent)
+
+    def _read(self, key: str, arr: zarr.Array, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of ``arr``, its chunk headers checked first when opened from
+        disk; a DataError naming the key when a chunk is damaged."""
+        try:
+            if key in self._layouts:
+                checks.check_chunk_headers(
+                    self.path, self._layouts[key], start, stop, missing_ok=self._missing_ok
+                )
+            return arr[start:stop]
+        except DataError:
+            raise
+        except Exception as exc:  # corrupt chunk files: zarr and numcodecs raise many types
+            raise DataError(
+                self.path, f"rows [{start}, {stop}) unreadable ({exc})", key=key
+            ) from exc
 
     def _data_arrays(self) -> Iterable[tuple[str, zarr.Array]]:
         return sorted(self._group["data"].arrays())
@@ -273,20 +306,14 @@ class EpisodeStore:
         """Frames ``[start, stop)`` in store-wide time, across episode boundaries if asked."""
         if not 0 <= start <= stop <= self.n_frames:
             raise IndexError(f"window [{start}, {stop}) outside [0, {self.n_frames})")
-        out = {}
-        for key in self.keys if keys is None else keys:
-            arr = self._array(key)
-            try:
-                out[key] = arr[start:stop]
-            except Exception as exc:  # corrupt or missing chunk files
-                raise DataError(
-                    self.path, f"frames [{start}, {stop}) unreadable ({exc})", key=f"data/{key}"
-                ) from exc
-        return out
+        return {
+            key: self._read(f"data/{key}", self._array(key), start, stop)
+            for key in (self.keys if keys is None else keys)
+        }
 
     def episode_meta(self, name: str) -> np.ndarray:
         """Per-episode values of ``meta/<name>`` for the committed episodes."""
-        return np.asarray(self._group["meta"][name][: self.n_episodes])
+        return np.asarray(self._read(f"meta/{name}", self._group["meta"][name], 0, self.n_episodes))
 
     def _array(self, key: str) -> zarr.Array:
         try:
@@ -374,7 +401,7 @@ class EpisodeStore:
                     dtype=np.asarray(value).dtype,
                     compressors=None,
                 )
-            arr = meta[name]
+            arr = meta[name].with_config(_WRITE_EVERY_CHUNK)
             arr.resize((self.n_episodes + 1,))
             arr[self.n_episodes] = value
         self._commit(start + length)
@@ -406,11 +433,11 @@ class EpisodeStore:
 
     def _ensure_array(self, key: str, value: np.ndarray, spec: ArraySpec | None) -> zarr.Array:
         data = self._group["data"]
+        check_name(key, where=self.path, field=key)  # a key is a directory of the store
         if key in data:
-            return data[key]
-        if "/" in key or not key:
-            raise DataError(self.path, "keys must be non-empty and contain no '/'", key=key)
+            return data[key].with_config(_WRITE_EVERY_CHUNK)
         spec = spec or ArraySpec.default(value.dtype, value.shape[1:])
+        spec.check_codecs(self.path, key)
         return data.create_array(
             key,
             shape=(0, *spec.shape),
@@ -419,6 +446,7 @@ class EpisodeStore:
             compressors=spec.compressor,
             filters=spec.filters or None,
             fill_value=0,
+            config=_WRITE_EVERY_CHUNK,
         )
 
     def _commit(self, end: int) -> None:
@@ -429,6 +457,7 @@ class EpisodeStore:
             zarr.AsyncArray(
                 metadata=dataclasses.replace(arr.metadata, shape=(n + 1,)),
                 store_path=arr.store_path,
+                config=_WRITE_EVERY_CHUNK,
             )
         )
         hidden[n] = end

@@ -137,12 +137,19 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 
 def decode_frames(
-    path: str | Path, timestamps: Sequence[float], *, tolerance_s: float = 1e-4
+    path: str | Path,
+    timestamps: Sequence[float],
+    *,
+    tolerance_s: float = 1e-4,
+    max_values: int | None = None,
 ) -> np.ndarray:
     """Decode the frames nearest to ``timestamps`` (seconds, ascending) as (N, H, W, 3) uint8.
 
     Seeks to the keyframe before the first timestamp and decodes forward to the last one. A
-    timestamp with no frame within ``tolerance_s`` is a DataError naming the file.
+    timestamp with no frame within ``tolerance_s`` is a DataError naming the file. Memory stays
+    bounded whatever the file says: a frame of more than ``max_values`` values (H * W * 3) is
+    refused before it is converted, only frames near a requested timestamp are kept, and a file
+    that holds far more frames over those timestamps than were asked for is refused.
     """
     import av
 
@@ -152,8 +159,9 @@ def decode_frames(
         raise ValueError("timestamps must be a non-empty 1-D sequence")
     if np.any(np.diff(wanted) < 0):
         raise ValueError("timestamps must be ascending")
+    budget = 4 * wanted.size + 256
     times: list[float] = []
-    images: list[np.ndarray] = []
+    images: dict[int, np.ndarray] = {}
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -164,8 +172,18 @@ def decode_frames(
                 t = float(frame.pts * stream.time_base)
                 if t < wanted[0] - tolerance_s:
                     continue
+                if len(times) >= budget:
+                    raise DataError(path, f"more than {budget} frames for {wanted.size} timestamps")
+                if max_values is not None and frame.width * frame.height * 3 > max_values:
+                    raise DataError(
+                        path,
+                        f"{frame.width}x{frame.height} frames are larger than the "
+                        f"{max_values} values per frame the dataset declares",
+                    )
+                i = int(np.searchsorted(wanted, t))  # the wanted times on either side of t
+                if np.abs(wanted[max(i - 1, 0) : i + 1] - t).min() <= tolerance_s:
+                    images[len(times)] = frame.to_ndarray(format="rgb24")
                 times.append(t)
-                images.append(frame.to_ndarray(format="rgb24"))
                 if t >= last:
                     break
     except av.FFmpegError as exc:

@@ -18,6 +18,9 @@ from torch import Tensor, nn
 from robopolicy.models.denoisers import Denoiser, DenoiserConfig, register_denoiser
 from robopolicy.models.embeddings import TimeEmbedding
 
+MAX_LAYERS = 1024
+"""Bound on ``n_layers``: a checkpoint's config is built before its weights are compared."""
+
 
 @dataclasses.dataclass
 class TransformerDenoiserConfig(DenoiserConfig):
@@ -40,6 +43,8 @@ class TransformerDenoiserConfig(DenoiserConfig):
         for name in ("d_model", "n_heads", "n_layers", "ff_mult"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_layers > MAX_LAYERS:
+            raise ValueError(f"n_layers must be <= {MAX_LAYERS}, got {self.n_layers}")
         if self.d_model % 2 or self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model ({self.d_model}) must be even and divisible by n_heads ({self.n_heads})"

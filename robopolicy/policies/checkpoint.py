@@ -9,21 +9,27 @@ The directory is built beside its final name and renamed into place, so a checkp
 complete or absent. ``version`` grows when the layout changes; :data:`MIGRATIONS` brings an
 older ``config.json`` up to date, so checkpoints made by older commits keep loading. Never
 pickle: weights are safetensors, everything else JSON.
+
+Loading trusts nothing in the directory: a malformed ``config.json`` is a DataError naming the
+file and field, and the policy is first built on PyTorch's ``meta`` device (no memory) and
+compared tensor by tensor with the shapes in the safetensors header, so a config whose sizes
+disagree with its weights — or would need gigabytes — is refused before anything is allocated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from robopolicy.atomic import atomic_write_json, staged_directory
-from robopolicy.config import from_dict, to_dict
+from robopolicy.config import ConfigError, from_dict, to_dict
 from robopolicy.data.normalize import Normalizer
 from robopolicy.errors import DataError
 from robopolicy.policies.base import POLICIES, Policy, PolicyConfig, load_policy_types
@@ -33,6 +39,13 @@ VERSION = 2
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
+MAX_CONFIG_BYTES = 1 << 18
+"""Largest ``config.json`` read (ours are a few KB); it bounds the layer lists it may hold."""
+MAX_CARD_BYTES = 1 << 24
+"""Largest ``card.json`` read."""
+MAX_UNSAVED_BYTES = 1 << 30
+"""Largest total of the tensors a policy builds that its weights file does not hold (noise
+schedule tables, pixel statistics): they are sized by the config alone."""
 
 
 def _flow_unclipped(document: dict[str, Any]) -> dict[str, Any]:
@@ -72,19 +85,30 @@ def read_policy_config(path: str | Path) -> PolicyConfig:
     if not file.is_file():
         raise DataError(path, f"not a policy checkpoint (no {CONFIG_FILE})")
     try:
+        if file.stat().st_size > MAX_CONFIG_BYTES:
+            raise DataError(file, f"over {MAX_CONFIG_BYTES} bytes; not a policy config")
         document = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise DataError(file, f"unreadable JSON ({exc})") from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise DataError(file, f"not a {FORMAT} config", key="format")
     version = document.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise DataError(
+            file, f"expected a version from 1 to {VERSION}, got {version!r}", key="version"
+        )
+    if version > VERSION:
         raise DataError(file, f"version {version!r} is newer than this robopolicy", key="version")
-    while version < VERSION:
-        document = MIGRATIONS[version](document)
-        version += 1
+    if not isinstance(document.get("policy"), dict):
+        raise DataError(file, "missing, or not a JSON object", key="policy")
     load_policy_types()
-    return from_dict(PolicyConfig, document["policy"], where="policy.")
+    try:
+        while version < VERSION:
+            document = MIGRATIONS[version](document)
+            version += 1
+        return from_dict(PolicyConfig, document["policy"], where="policy.")
+    except (ConfigError, AttributeError, TypeError, ValueError) as exc:  # ill-typed fields
+        raise DataError(file, str(exc) or type(exc).__name__, key="policy") from exc
 
 
 def load_policy(path: str | Path, *, device: str | torch.device = "cpu") -> Policy:
@@ -92,24 +116,84 @@ def load_policy(path: str | Path, *, device: str | torch.device = "cpu") -> Poli
     path = Path(path)
     config = read_policy_config(path)
     normalizer = Normalizer.load(path)
-    policy = POLICIES[_type_of(config)](config, normalizer)
+    cls = POLICIES[_type_of(config)]
+    file = path / WEIGHTS_FILE
     try:
-        weights = load_file(str(path / WEIGHTS_FILE))
+        with safe_open(str(file), framework="pt") as header:  # reads the header only
+            names = header.keys()  # a safe_open handle is not iterable itself
+            shapes = {name: tuple(header.get_slice(name).get_shape()) for name in names}
     except (OSError, RuntimeError, ValueError, SafetensorError) as exc:  # missing, corrupt
-        raise DataError(path / WEIGHTS_FILE, f"unreadable weights ({exc})") from exc
-    missing, unexpected = policy.load_state_dict(weights, strict=False)
+        raise DataError(file, f"unreadable weights ({exc})") from exc
+    _check_fit(path, _build(path, cls, config, normalizer, meta=True), shapes)
+    policy = _build(path, cls, config, normalizer, meta=False)
+    try:
+        weights = load_file(str(file))
+    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
+        raise DataError(file, f"unreadable weights ({exc})") from exc
+    policy.load_state_dict(weights, strict=True)
+    return policy.to(device).eval()
+
+
+def _build(
+    path: Path, cls: type[Policy], config: PolicyConfig, normalizer: Normalizer, *, meta: bool
+) -> Policy:
+    """The policy of ``config``; with ``meta``, its tensors have shapes but no memory."""
+    try:
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            return cls(config, normalizer)
+    except (ValueError, TypeError, RuntimeError) as exc:  # sizes the networks cannot take
+        raise DataError(
+            path / CONFIG_FILE, f"cannot build the policy ({exc})", key="policy"
+        ) from exc
+
+
+def _check_fit(path: Path, skeleton: Policy, shapes: dict[str, tuple[int, ...]]) -> None:
+    """The weights file holds exactly the tensors of ``skeleton`` (built on ``meta``), each of
+    the shape the config makes, and the config's other tensors stay under MAX_UNSAVED_BYTES."""
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    file = path / WEIGHTS_FILE
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
     if missing or unexpected:
         raise DataError(
-            path / WEIGHTS_FILE,
+            file,
             f"weights do not fit the config: missing {missing[:5]}, unexpected {unexpected[:5]}",
         )
-    return policy.to(device).eval()
+    for name, shape in expected.items():
+        if shapes[name] != shape:
+            raise DataError(
+                file,
+                f"has shape {list(shapes[name])}, the config in {CONFIG_FILE} makes {list(shape)}",
+                key=name,
+            )
+    unsaved = sum(
+        t.numel() * t.element_size()
+        for name, t in [*skeleton.named_parameters(), *skeleton.named_buffers()]
+        if name not in expected
+    )
+    if unsaved > MAX_UNSAVED_BYTES:
+        raise DataError(
+            path / CONFIG_FILE,
+            f"the config makes {unsaved:,} bytes of tensors beyond the weights (limit "
+            f"{MAX_UNSAVED_BYTES:,})",
+            key="policy",
+        )
 
 
 def read_card(path: str | Path) -> dict[str, Any]:
     """The checkpoint's ``card.json`` (empty when absent)."""
     file = Path(path) / CARD_FILE
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    if not file.is_file():
+        return {}
+    try:
+        if file.stat().st_size > MAX_CARD_BYTES:
+            raise DataError(file, f"over {MAX_CARD_BYTES} bytes; not a checkpoint card")
+        card = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise DataError(file, f"unreadable JSON ({exc})") from exc
+    if not isinstance(card, dict):
+        raise DataError(file, "expected a JSON object")
+    return card
 
 
 def _type_of(config: PolicyConfig) -> str:

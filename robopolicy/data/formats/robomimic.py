@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from robopolicy.data.formats.base import IMAGE_PREFIX, DatasetInfo, Episode, register_format
+from robopolicy.data.limits import check_count, read_limits
 from robopolicy.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class RobomimicReader:
         import h5py
 
         self.path = path
+        self._limits = read_limits()
+        self._spent = 0
         try:
             self._file = h5py.File(path, "r")
         except OSError as exc:
@@ -164,6 +167,9 @@ class RobomimicReader:
         if not isinstance(actions, h5py.Dataset):
             raise DataError(self.path, "missing dataset 'actions'", key=f"data/{name}/actions")
         length = actions.shape[0] if actions.shape else 0
+        what = "frames in one episode"
+        check_count(self.path, length, self._limits, "max_episode_frames", what, key=f"data/{name}")
+        self._spent = 0  # bytes of this demo read so far, bounded by max_episode_bytes
         num_samples = demo.attrs.get("num_samples")
         if num_samples is not None and int(num_samples) != length:
             raise DataError(
@@ -208,6 +214,9 @@ class RobomimicReader:
         if not node.shape or node.shape[0] != length:
             steps = node.shape[0] if node.shape else "no"
             raise DataError(self.path, f"has {steps} steps but actions has {length}", key=key)
+        self._spent += int(node.nbytes)
+        what = "bytes in one episode"
+        check_count(self.path, self._spent, self._limits, "max_episode_bytes", what, key=key)
         try:
             value = node[()]
         except (OSError, ValueError) as exc:

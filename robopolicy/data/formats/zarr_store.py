@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from robopolicy.data.array_spec import ArraySpec
 from robopolicy.data.formats.base import DatasetInfo, Episode, register_format
-from robopolicy.data.store import ArraySpec, EpisodeStore
+from robopolicy.data.paths import check_name
+from robopolicy.data.store import EpisodeStore
 
 TASK_INDEX = "task_index"
 
@@ -41,6 +43,9 @@ class ZarrStoreFormat:
         tasks: list[str] = list(attrs.get("tasks", []))
         count = 0
         for episode in episodes:
+            if not count:  # each key becomes a directory data/<key>: name the source's key
+                for key in episode.frames:
+                    check_name(key, where=episode.source or path, field=key)
             meta = dict(episode.meta)
             if episode.task is not None:
                 if episode.task not in tasks:

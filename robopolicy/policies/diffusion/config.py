@@ -20,6 +20,9 @@ from robopolicy.policies.diffusion.schedulers import (
     SAMPLERS,
 )
 
+MAX_TRAIN_TIMESTEPS = 100_000
+"""Bound on K (100x DDPM's 1000): its schedule tables are built from the config alone."""
+
 
 @dataclasses.dataclass
 class DiffusionConfig(PolicyConfig):
@@ -55,8 +58,11 @@ class DiffusionConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_train_timesteps < 1:
-            raise ValueError(f"num_train_timesteps must be >= 1, got {self.num_train_timesteps}")
+        if not 1 <= self.num_train_timesteps <= MAX_TRAIN_TIMESTEPS:
+            raise ValueError(
+                f"num_train_timesteps must be in [1, {MAX_TRAIN_TIMESTEPS}], "
+                f"got {self.num_train_timesteps}"
+            )
         _one_of("beta_schedule", self.beta_schedule, BETA_SCHEDULES)
         _one_of("prediction_type", self.prediction_type, PREDICTION_TYPES)
         _one_of("sampler", self.sampler, SAMPLERS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from robopolicy.data.limits import check_count, read_limits
+from robopolicy.data.paths import inside
 from robopolicy.errors import DataError
 
 
 def read_parquet(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """Read a parquet file (or some of its columns); DataError naming it when unreadable."""
+    """Read a parquet file (or some of its columns); DataError naming it when unreadable or
+    when its footer declares more decoded bytes than one read may hold (R21)."""
     try:
+        footer = pq.read_metadata(path)
+        size = sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups))
+        what = "decoded bytes in one file"
+        check_count(path, size, read_limits(), "max_episode_bytes", what, key=None)
         return pq.read_table(path, columns=list(columns) if columns is not None else None)
     except FileNotFoundError as exc:
         raise DataError(path, "missing file") from exc
@@ -136,10 +144,16 @@ def with_hf_metadata(table: pa.Table) -> pa.Table:
     return table.replace_schema_metadata({"huggingface": json.dumps(document)})
 
 
-def decode_images(column: pa.ChunkedArray, root: Path, *, path: Path, key: str) -> np.ndarray:
-    """An image column (struct of encoded ``bytes`` and ``path``) as (T, H, W, 3) uint8."""
+def decode_images(
+    column: pa.ChunkedArray, root: Path, shape: Sequence[int], *, path: Path, key: str
+) -> np.ndarray:
+    """An image column (struct of encoded ``bytes`` and ``path``) as (T, H, W, 3) uint8.
+
+    An image larger than ``shape`` (``info.json``'s, in either H, W, C or C, H, W order) is
+    refused from its header, before it is decoded; so is a ``path`` outside ``root``."""
     from PIL import Image
 
+    declared = math.prod(shape)
     if not pa.types.is_struct(column.type):
         raise DataError(
             path,
@@ -153,14 +167,18 @@ def decode_images(column: pa.ChunkedArray, root: Path, *, path: Path, key: str) 
             if item.get("bytes") is not None:
                 image = Image.open(io.BytesIO(item["bytes"]))
             elif item.get("path"):
-                file = (root / item["path"]).resolve()
-                if not file.is_relative_to(root.resolve()):
-                    raise DataError(path, f"row {row}: image path outside the dataset", key=key)
-                image = Image.open(file)
+                image = Image.open(inside(root, item["path"], where=path, field=f"{key} row {row}"))
             else:
                 raise DataError(path, f"row {row} has no image", key=key)
+            if image.width * image.height * 3 > declared:
+                raise DataError(
+                    path,
+                    f"row {row}: a {image.width}x{image.height} image is larger than the "
+                    f"shape {list(shape)} info.json declares",
+                    key=key,
+                )
             frames.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(path, f"row {row}: undecodable image ({exc})", key=key) from exc
     shapes = {frame.shape for frame in frames}
     if len(shapes) > 1:

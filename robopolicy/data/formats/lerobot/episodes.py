@@ -80,6 +80,16 @@ def load_episodes(root: Path, info: dict[str, Any]) -> tuple[list[EpisodeSpan], 
             raise DataError(
                 after.where, f"episode {after.index} is listed twice", key="episode_index"
             )
+    placed = sorted((s for s in spans if s.first_row is not None), key=lambda s: s.first_row)
+    for before, after in itertools.pairwise(placed):
+        if after.first_row < before.first_row + before.length:
+            raise DataError(
+                after.where,
+                f"rows [{after.first_row}, {after.first_row + after.length}) of episode "
+                f"{after.index} overlap episode {before.index}'s [{before.first_row}, "
+                f"{before.first_row + before.length})",
+                key="dataset_from_index",
+            )
     return spans, tasks
 
 
@@ -126,7 +136,7 @@ def _episodes_v3(root: Path, info: dict[str, Any]) -> list[EpisodeSpan]:
                     )
             length = int(row["length"])
             start, stop = int(row["dataset_from_index"]), int(row["dataset_to_index"])
-            if stop - start != length or length <= 0:
+            if stop - start != length or length <= 0 or start < 0:
                 raise DataError(
                     path,
                     f"row {row_number}: length {length} does not match "

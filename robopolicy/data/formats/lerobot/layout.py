@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from robopolicy.data.formats.base import IMAGE_PREFIX
+from robopolicy.data.paths import check_name, fill_template
 from robopolicy.errors import DataError
 
 V30 = "v3.0"
@@ -162,17 +163,18 @@ def load_info(root: Path) -> dict[str, Any]:
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
         ):
             raise DataError(path, f"feature needs a 'shape' list of sizes, got {shape!r}", key=key)
+        if feature["dtype"] == "video":  # its name is a directory of the dataset
+            check_name(name, where=path, field=key)
     if any(f["dtype"] == "video" for f in features.values()):
         need("video_path", str)
     return info
 
 
 def format_path(root: Path, info: dict[str, Any], template_key: str, **fields: Any) -> Path:
-    """Fill the ``info.json`` path template ``template_key`` (data_path, video_path)."""
-    try:
-        return root / info[template_key].format(**fields)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise DataError(root / INFO_PATH, f"bad path template ({exc})", key=template_key) from exc
+    """Fill the ``info.json`` path template ``template_key`` (data_path, video_path); a
+    DataError naming the field for a malformed template or a path leading outside ``root``."""
+    where = root / INFO_PATH
+    return fill_template(root, info[template_key], where=where, field=template_key, **fields)
 
 
 @dataclasses.dataclass

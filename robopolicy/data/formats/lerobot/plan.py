@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from robopolicy.data.array_spec import is_image_shape
 from robopolicy.data.formats.base import DatasetInfo, Episode
 from robopolicy.data.formats.lerobot.layout import (
     BOOKKEEPING,
@@ -35,7 +36,7 @@ from robopolicy.data.formats.lerobot.layout import (
     to_lerobot,
     to_native,
 )
-from robopolicy.data.store import is_image_shape
+from robopolicy.data.paths import check_name
 from robopolicy.errors import DataError
 
 SENSED_TIMESTAMP = "observation.timestamp"
@@ -245,6 +246,8 @@ def plan_columns(episode: Episode, info: DatasetInfo, fps: float, destination: P
     ]
     names = [column.name for column in columns] + list(DEFAULT_FEATURES)
     for column in columns:
+        if column.video:  # a camera's feature name is a directory of the dataset
+            check_name(column.name, where=where, field=column.native)
         if names.count(column.name) > 1:
             raise DataError(
                 where,

@@ -11,6 +11,7 @@ refused under ``require_video``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +32,7 @@ from robopolicy.data.formats.lerobot.layout import (
     load_info,
     to_native,
 )
+from robopolicy.data.limits import check_episodes, frame_bytes, read_limits
 from robopolicy.data.video import decode_frames
 from robopolicy.errors import DataError
 
@@ -107,6 +109,7 @@ class LeRobotReader:
         self._videos = self._available_videos(by_dtype["video"], require_video)
         self._native = self._native_names([*self._numeric, *self._images, *self._videos])
         self._camera_dtypes = self._recorded_dtypes()
+        self._check_sizes()
         self._check_data_files()
         self.info = DatasetInfo(
             fps=float(info["fps"]),
@@ -185,6 +188,18 @@ class LeRobotReader:
         )
         return [key for key in keys if key not in missing]
 
+    def _check_sizes(self) -> None:
+        """Declared episode lengths times declared frame sizes within the read limits (R21)."""
+        sizes = {}
+        for name, key in self._native.items():
+            feature = self._features[name]
+            camera = self._camera_dtypes.get(key, np.dtype(np.uint8))
+            sizes[name] = frame_bytes(feature["shape"], numpy_dtype(feature["dtype"]) or camera)
+        if self._spans:
+            lengths = [span.length for span in self._spans]
+            longest = self._spans[int(np.argmax(lengths))]
+            check_episodes(longest.where, lengths, sizes, read_limits(), key="length")
+
     def _check_data_files(self) -> None:
         for span in self._spans:
             if not span.data_file.is_file():
@@ -214,7 +229,11 @@ class LeRobotReader:
             frames[self._native[name]] = self._reshape(values, name, path)
         for name in self._images:
             frames[self._native[name]] = decode_images(
-                self._column(rows, name, path), self.root, path=path, key=name
+                self._column(rows, name, path),
+                self.root,
+                self._features[name]["shape"],
+                path=path,
+                key=name,
             )
         if self._videos:
             times = column_to_numpy(
@@ -223,7 +242,10 @@ class LeRobotReader:
 
             def decode(name: str) -> np.ndarray:
                 video, offset = span.videos[name]
-                return decode_frames(video, offset + times, tolerance_s=VIDEO_TOLERANCE_S)
+                values = math.prod(self._features[name]["shape"])
+                return decode_frames(
+                    video, offset + times, tolerance_s=VIDEO_TOLERANCE_S, max_values=values
+                )
 
             # cameras decode in parallel: PyAV releases the GIL while decoding and converting
             with ThreadPoolExecutor(max_workers=len(self._videos)) as pool:

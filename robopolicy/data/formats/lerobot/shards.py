@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robopolicy.data.formats.lerobot.layout import DATA_PATH, VIDEO_PATH
+from robopolicy.data.paths import fill_template
 from robopolicy.data.video import VideoSettings, encode_video
 from robopolicy.errors import DataError
 
@@ -156,9 +157,7 @@ class VideoShards:
             self.stream = None
             self.chunk, self.file = next_file(self.chunk, self.file, self.chunks_size)
         if self.stream is None:
-            path = self.root / VIDEO_PATH.format(
-                video_key=self.key, chunk_index=self.chunk, file_index=self.file
-            )
+            path = video_file(self.root, self.key, self.chunk, self.file)
             self.stream = _EncoderThread(path, self.fps, self.settings)
             self.frames = 0
         start = self.frames / self.fps
@@ -175,3 +174,11 @@ class VideoShards:
         if self.stream is not None:
             self.stream.abort()
             self.stream = None
+
+
+def video_file(root: Path, key: str, chunk: int, file: int) -> Path:
+    """``videos/<key>/chunk-XXX/file-XXX.mp4`` under ``root``; a DataError naming ``key`` when
+    the feature name would lead outside it."""
+    return fill_template(
+        root, VIDEO_PATH, where=root, field=key, video_key=key, chunk_index=chunk, file_index=file
+    )

@@ -41,7 +41,7 @@ from robopolicy.data.formats.lerobot.layout import (
     write_json,
 )
 from robopolicy.data.formats.lerobot.plan import ColumnPlan, plan_columns
-from robopolicy.data.formats.lerobot.shards import ParquetShards, VideoShards
+from robopolicy.data.formats.lerobot.shards import ParquetShards, VideoShards, video_file
 from robopolicy.data.video import probe_video
 from robopolicy.errors import DataError
 
@@ -169,9 +169,7 @@ class _DatasetWriter:
         video_info = {}
         for name, shards in self.videos.items():
             shards.close()
-            video_info[name] = _video_info(
-                self.root / VIDEO_PATH.format(video_key=name, chunk_index=0, file_index=0)
-            )
+            video_info[name] = _video_info(video_file(self.root, name, 0, 0))
         episodes_path = self.root / EPISODES_PATH.format(chunk_index=0, file_index=0)
         episodes_path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(self.rows), episodes_path, compression="snappy")
