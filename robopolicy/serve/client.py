@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import select
 import socket
 import time
 from typing import Any
@@ -32,7 +33,9 @@ from robopolicy.serve.wire import (
     frame,
 )
 
-READ_CHUNK = 1 << 20
+READ_BUFFER = 64 << 10
+_POLL = hasattr(select, "poll")  # not on Windows
+"""Bytes of the read buffer (a larger reply gets a buffer of its size)."""
 
 
 class ServerError(RuntimeError):
@@ -62,7 +65,7 @@ class PolicyClient:
         """Replies read and dropped because their id was not the awaited one."""
         self._ids = itertools.count(1)
         self._sock: socket.socket | None = None
-        self._buf = bytearray()
+        self._new_buffer()
 
     # ------------------------------------------------------------------ connection
 
@@ -72,7 +75,15 @@ class PolicyClient:
         timeout = self.connect_timeout_s if timeout_s is None else timeout_s
         sock = socket.create_connection((self.host, self.port), timeout=max(timeout, 1e-3))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock, self._buf = sock, bytearray()
+        sock.setblocking(False)  # waits are polls with the request's deadline (no ioctl each)
+        self._sock = sock
+        self._readable = _Poller(sock, write=False)
+        self._new_buffer()
+
+    def _new_buffer(self) -> None:
+        self._buf = bytearray(READ_BUFFER)
+        self._view = memoryview(self._buf)
+        self._start = self._end = 0  # unread bytes are _buf[_start:_end]
 
     def close(self) -> None:
         """Close the connection (idempotent); the next request reconnects."""
@@ -173,16 +184,19 @@ class PolicyClient:
             raise TimeoutError(f"connecting to {self.host}:{self.port} timed out") from None
 
     def _send(self, data: bytes, deadline: float) -> None:
-        if self._sock is None:
+        sock = self._sock
+        if sock is None:
             raise ConnectionError("not connected")
-        self._sock.settimeout(max(deadline - time.monotonic(), 1e-3))
-        try:
-            self._sock.sendall(data)
-        except TimeoutError:
-            self.close()  # part of a frame may be out: the stream cannot be trusted
-            raise TimeoutError("sending the request timed out") from None
-        except OSError as exc:
-            raise ConnectionError(f"send failed: {exc}") from exc
+        view, sent = memoryview(data), 0
+        while sent < len(view):
+            try:
+                sent += sock.send(view[sent:] if sent else view)
+            except (BlockingIOError, InterruptedError):
+                if not _Poller(sock, write=True).wait(deadline):
+                    self.close()  # part of a frame may be out: the stream cannot be trusted
+                    raise TimeoutError("sending the request timed out") from None
+            except OSError as exc:
+                raise ConnectionError(f"send failed: {exc}") from exc
 
     def _await(self, request_id: int, deadline: float) -> dict[str, Any]:
         """The reply with ``request_id``; replies to other ids are dropped and counted."""
@@ -197,26 +211,58 @@ class PolicyClient:
             self.ignored_replies += 1
 
     def _next_message(self, deadline: float) -> Any:
-        while True:
-            if len(self._buf) >= HEADER.size:
-                try:
-                    length = body_length(bytes(self._buf[: HEADER.size]), self.limits)
-                    if len(self._buf) >= HEADER.size + length:
-                        body = bytes(self._buf[HEADER.size : HEADER.size + length])
-                        del self._buf[: HEADER.size + length]
-                        return decode(body, self.limits)
-                except WireError as exc:
-                    raise ConnectionError(f"bad reply from the server ({exc})") from None
-            left = deadline - time.monotonic()
-            if left <= 0 or self._sock is None:
+        """The next frame's message: its header is checked before its body is waited for, and
+        nothing is consumed until the whole frame is here (a timeout keeps the stream's place)."""
+        try:
+            self._fill(HEADER.size, deadline)
+            length = body_length(self._view[self._start : self._start + HEADER.size], self.limits)
+            self._fill(HEADER.size + length, deadline)
+            start = self._start + HEADER.size
+            self._start = start + length
+            return decode(self._view[start : self._start], self.limits)
+        except WireError as exc:
+            raise ConnectionError(f"bad reply from the server ({exc})") from None
+
+    def _fill(self, size: int, deadline: float) -> None:
+        """Read until ``size`` bytes wait in the buffer (grown for a large frame)."""
+        have = self._end - self._start
+        if not have and len(self._buf) > READ_BUFFER >= size:
+            self._new_buffer()  # give back a large reply's buffer
+        elif len(self._buf) - self._start < size:  # move what is here to the front (or grow)
+            buf = self._buf if len(self._buf) >= size else bytearray(size)
+            buf[:have] = self._buf[self._start : self._end]
+            self._buf, self._view = buf, memoryview(buf)
+            self._start, self._end = 0, have
+        sock = self._sock
+        while self._end - self._start < size:
+            if sock is None or not self._readable.wait(deadline):
                 raise TimeoutError("no reply before the deadline")
-            self._sock.settimeout(left)
             try:
-                chunk = self._sock.recv(READ_CHUNK)
-            except TimeoutError:
-                raise TimeoutError("no reply before the deadline") from None
+                n = sock.recv_into(self._view[self._end :])
+            except (BlockingIOError, InterruptedError):
+                continue
             except OSError as exc:
                 raise ConnectionError(f"receive failed: {exc}") from exc
-            if not chunk:
+            if not n:
                 raise ConnectionError("the server closed the connection")
-            self._buf += chunk
+            self._end += n
+
+
+class _Poller:
+    """Waits for one socket to be readable (or writable) until a deadline."""
+
+    def __init__(self, sock: socket.socket, *, write: bool) -> None:
+        self.sock, self.write = sock, write
+        if _POLL:
+            self.poll = select.poll()
+            self.poll.register(sock, select.POLLOUT if write else select.POLLIN)
+
+    def wait(self, deadline: float) -> bool:
+        """True once ready; False when ``deadline`` (``time.monotonic()``) passes first."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if _POLL:
+            return bool(self.poll.poll(left * 1e3))
+        want = ([], [self.sock]) if self.write else ([self.sock], [])
+        return any(select.select(*want, [], left)[:2])

@@ -23,9 +23,18 @@ TOKEN_ENV = "ROBOPOLICY_SERVE_TOKEN"
     help="serve a policy checkpoint over TCP (msgpack frames; see robopolicy/serve/protocol.md)",
     args=(
         arg("checkpoint", help="policy checkpoint directory"),
-        arg("--host", default="127.0.0.1", help="bind address (non-loopback needs --token)"),
+        arg("--host", default="127.0.0.1", help="bind address (non-loopback needs a token)"),
         arg("--port", type=int, default=8765, help="TCP port; 0 picks a free one"),
-        arg("--token", default=None, help=f"shared token (or set ${TOKEN_ENV})"),
+        arg(
+            "--token-file",
+            default=None,
+            help=f"file whose first line is the shared token (or set ${TOKEN_ENV})",
+        ),
+        arg(
+            "--token",
+            default=None,
+            help=f"shared token; avoid: any user sees it in ps (use ${TOKEN_ENV} or --token-file)",
+        ),
         arg("--threads", type=int, default=None, help="torch threads for inference"),
         arg("--max-batch", type=int, default=1, help="samples stacked per forward pass"),
         arg("--batch-wait-ms", type=float, default=0.0, help="extra wait for requests to stack"),
@@ -48,12 +57,12 @@ TOKEN_ENV = "ROBOPOLICY_SERVE_TOKEN"
 )
 def serve(args: argparse.Namespace) -> int:
     from robopolicy.inference.serving import load_engine
-    from robopolicy.serve.config import ServerConfig
+    from robopolicy.serve.config import ServerConfig, read_token
     from robopolicy.serve.engine import Engine, SlowEngine
     from robopolicy.serve.server import PolicyServer
 
-    token = args.token or os.environ.get(TOKEN_ENV) or None
     try:
+        token = read_token(args.token, args.token_file, os.environ.get(TOKEN_ENV))
         config = ServerConfig(
             host=args.host,
             port=args.port,

@@ -9,6 +9,7 @@ field; nothing from a request is ever evaluated, and no reply carries a tracebac
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -18,9 +19,12 @@ PROTOCOL_VERSION = 1
 REQUEST_TYPES = ("infer", "health", "metadata")
 ENVELOPE = {"type", "id", "timeout_ms", "token"}
 INFER_FIELDS = {"obs", "noise", "steps", "prefix", "frozen"}
+_ALLOWED = {kind: frozenset(ENVELOPE | (INFER_FIELDS if kind == "infer" else set()))
+            for kind in REQUEST_TYPES}  # fmt: skip
 TIMESTAMP_KEY = "timestamp"
 MAX_ID = 2**63 - 1
 FLOAT_DTYPES = ("float16", "float32", "float64")
+_FLOATS = tuple(np.dtype(name) for name in FLOAT_DTYPES)
 
 # error codes of replies
 MALFORMED = "malformed"  # the frame's body is not a wire message
@@ -83,19 +87,24 @@ def error_reply(request_id: int | None, code: str, message: str) -> dict[str, An
     return {"type": "error", "id": request_id, "code": code, "message": message[:500]}
 
 
+def valid_id(request_id: Any) -> bool:
+    """Whether ``request_id`` is a request id: an int in [0, 2**63)."""
+    return type(request_id) is int and 0 <= request_id <= MAX_ID
+
+
 def parse_envelope(message: Any, max_timeout_ms: float) -> Envelope:
     """Check the envelope of a decoded request (unknown top-level fields are refused)."""
     if not isinstance(message, dict):
         raise RequestError(BAD_REQUEST, "a request is a map")
     request_id = message.get("id")
-    if type(request_id) is not int or not 0 <= request_id <= MAX_ID:
+    if not valid_id(request_id):
         raise RequestError(BAD_REQUEST, "field 'id' must be an int in [0, 2**63)")
     kind = message.get("type")
     if not isinstance(kind, str) or kind not in REQUEST_TYPES:
         raise RequestError(BAD_REQUEST, f"field 'type' must be one of {REQUEST_TYPES}", request_id)
-    allowed = ENVELOPE | (INFER_FIELDS if kind == "infer" else set())
-    extra = sorted(set(message) - allowed)
-    if extra:
+    allowed = _ALLOWED[kind]
+    if not allowed.issuperset(message):
+        extra = sorted(set(message) - allowed)
         raise RequestError(BAD_REQUEST, f"unknown field {extra[0][:64]!r}", request_id)
     timeout = message.get("timeout_ms")
     if not _number(timeout) or not 0 < timeout <= max_timeout_ms:
@@ -121,8 +130,8 @@ def parse_infer(
         raise fail(BAD_REQUEST, "field 'obs' must be a map of arrays")
     spec: dict[str, dict[str, Any]] = metadata["obs"]
     n_obs_steps = metadata["n_obs_steps"]
-    extra = sorted(set(obs) - set(spec) - {TIMESTAMP_KEY})
-    if extra:
+    if any(key not in spec and key != TIMESTAMP_KEY for key in obs):
+        extra = sorted(set(obs) - set(spec) - {TIMESTAMP_KEY})
         raise fail(INVALID_INPUT, f"obs has unknown key {extra[0][:64]!r} (want {sorted(spec)})")
     batch: int | None = None
     arrays: dict[str, np.ndarray] = {}
@@ -179,18 +188,23 @@ def parse_infer(
 
 def _array(value: Any, name: str, dtype: str, fail: Any) -> np.ndarray:
     """``value`` as an array of ``dtype``; a float dtype accepts any float width and must be
-    finite (float32 obs and noise pass unchanged; others are cast)."""
+    finite once cast (float32 obs and noise pass unchanged; a float64 1e39 is inf in float32)."""
     if not isinstance(value, np.ndarray):
         raise fail(BAD_REQUEST, f"{name} must be an array, got {type(value).__name__}")
-    if dtype in FLOAT_DTYPES:
-        if value.dtype.name not in FLOAT_DTYPES:
-            raise fail(INVALID_INPUT, f"{name} has dtype {value.dtype.name}, want {dtype}")
-        if not np.isfinite(value).all():
-            raise fail(INVALID_INPUT, f"{name} has NaN or inf")
-        return value.astype(dtype, copy=False)
-    if value.dtype.name != dtype:
-        raise fail(INVALID_INPUT, f"{name} has dtype {value.dtype.name}, want {dtype}")
+    have = value.dtype  # numpy's dtype.name is a slow Python property: compare dtypes
+    if have != _dtype(dtype):
+        if dtype not in FLOAT_DTYPES or have not in _FLOATS:
+            raise fail(INVALID_INPUT, f"{name} has dtype {have.name}, want {dtype}")
+        with np.errstate(over="ignore"):  # an overflowing cast is refused just below
+            value = value.astype(dtype)
+    if dtype in FLOAT_DTYPES and not np.isfinite(value).all():
+        raise fail(INVALID_INPUT, f"{name} has NaN or inf (in {dtype})")
     return value
+
+
+@functools.cache
+def _dtype(name: str) -> np.dtype:
+    return np.dtype(name)
 
 
 def _same_batch(batch: int | None, value: np.ndarray, name: str, limit: int, fail: Any) -> int:

@@ -1,28 +1,44 @@
 """PolicyServer: a policy behind a TCP port, safe against slow, hostile and broken clients.
 
-Threads: one asyncio event loop does all the network work (accepting, reading frames, checking
-requests, answering ``health`` and ``metadata`` at once, writing replies); one inference thread
-(:class:`~robopolicy.serve.worker.InferenceWorker`) owns the engine. The loop never waits on
-inference, so a slow forward pass delays neither other connections nor the health check, and
-the engine is never entered twice at once (one thread matches a CPU policy or one GPU). asyncio
-rather than a thread per client: connections cost no threads, per-frame timeouts are cheap,
-and hostile clients cannot exhaust threads.
+Threads: the inference thread (:class:`~robopolicy.serve.worker.InferenceWorker`) owns the
+engine and, while it has nothing to infer, also runs the network loop
+(:mod:`robopolicy.serve.reactor`): accepting, reading frames, checking requests, answering
+``health`` and ``metadata``, and running an ``infer`` request at once and writing its reply,
+all on one thread, with no hand-off. Once a forward pass has run for 5 ms (looking every 50
+ms) the standby thread (the one that called :meth:`PolicyServer.run`) takes the loop over until
+the pass ends, so a slow forward pass delays neither other connections nor the health check
+(R10), and the engine is never entered twice at once (one thread matches a CPU policy or one
+GPU). One loop rather
+than a thread per client: connections cost no threads and hostile clients cannot exhaust them.
+Each connection is a :class:`~robopolicy.serve.connection.Connection`, which bounds every wait
+and buffer (its docstring); this module admits connections, handles frames and closes
+connections whose deadline passed.
+
+No client holds a slot, memory or the loop's time that it has not earned (RELIABILITY R19):
+
+- slots: ``max_connections``, at most ``max_connections_per_peer`` from one address. When they
+  are full, a new connection evicts the oldest one that has not yet *earned* its slot (sent a
+  request with a good envelope and token); if every slot is earned it gets one of
+  ``health_slots`` reserve slots, where only ``health`` and ``metadata`` are answered;
+- before decoding: a body is scanned (bounded by ``WireLimits.max_objects``) and, with a token,
+  authenticated before anything in it is decoded; a frame that fails before its connection
+  has earned its slot, or without the token, gets its error reply and the connection is closed;
+- a frame with bad magic closes the connection; one over the size cap gets ``too_large``, then
+  the connection is closed gracefully (the reply is not lost to a reset).
 
 A connection may have several requests in flight (a client that timed out sends its next
-request at once); replies carry the request id and may come out of order. Framing garbage or
-an oversized frame closes the connection; a bad message inside a good frame gets an error
-reply and the connection stays open; a wrong token gets ``unauthorized`` and the connection is
-closed. ``protocol.md`` is the whole protocol.
+request at once); replies carry the request id and may come out of order. ``protocol.md`` is
+the whole protocol.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import dataclasses
+import functools
 import hmac
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +46,9 @@ from typing import TYPE_CHECKING, Any
 
 from robopolicy.serve import messages as m
 from robopolicy.serve.config import ServerConfig
-from robopolicy.serve.wire import HEADER, WireError, body_length, decode, encode, frame
+from robopolicy.serve.connection import Connection
+from robopolicy.serve.reactor import Lead, Reactor
+from robopolicy.serve.wire import WireError, decode, encode, frame, scan
 from robopolicy.serve.worker import InferenceWorker, Job
 
 if TYPE_CHECKING:  # the engine module imports torch; the server itself does not
@@ -38,11 +56,13 @@ if TYPE_CHECKING:  # the engine module imports torch; the server itself does not
 
 log = logging.getLogger(__name__)
 
-
-@dataclasses.dataclass(eq=False)
-class _Connection:
-    writer: asyncio.StreamWriter
-    inflight: int = 0
+SWEEP_S = 0.05
+"""How often connections are checked against their deadlines."""
+ACCEPT_BATCH = 64
+"""Most connections accepted per wake-up of the loop."""
+BACKLOG = 128
+PROBE_TYPES = ("health", "metadata")
+"""What a reserve slot answers."""
 
 
 class PolicyServer:
@@ -56,15 +76,18 @@ class PolicyServer:
         :mod:`robopolicy.serve.worker`)."""
         self.config = config or ServerConfig()
         self.address: tuple[str, int] | None = None
-        self._stats = collections.Counter[str]()
-        self._stats_lock = threading.Lock()
-        self._worker = InferenceWorker(engine, self.config, self._post, self._count)
+        self._stats: dict[str, int] = {}  # written by the thread leading the loop only
+        self._worker_stats: dict[str, int] = {}  # by the inference thread only
+        self._worker = InferenceWorker(engine, self.config, self._post, self._count_worker)
         self.engine = self._worker.engine
         self.meta = self.engine.metadata()
-        self._conns: set[_Connection] = set()
-        self._handlers: set[asyncio.Task] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
+        self._meta_reply = {"type": "metadata", **self.meta}
+        self._token = None if self.config.token is None else self.config.token.encode()
+        self._conns: dict[Connection, None] = {}  # in admission order: oldest first
+        self._receiving = 0
+        self.reactor = Reactor()
+        self._lead = Lead(self.reactor)
+        self._next_sweep = 0.0
         self._thread: threading.Thread | None = None
         self._started = time.monotonic()
         self._closing = False
@@ -73,7 +96,13 @@ class PolicyServer:
 
     def run(self, on_ready: Callable[[str, int], None] | None = None) -> None:
         """Serve until SIGINT or SIGTERM (from the main thread); ``on_ready(host, port)``."""
-        asyncio.run(self._main(on_ready, signals=True))
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, lambda *_: self._lead.stop()) for sig in signals}
+        try:
+            self._serve(on_ready)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def start(self, timeout: float = 30.0) -> tuple[str, int]:
         """Serve from a background thread; return the bound address once listening."""
@@ -81,12 +110,12 @@ class PolicyServer:
 
         def serve() -> None:
             try:
-                asyncio.run(self._main(lambda host, port: ready.set(), signals=False))
+                self._serve(lambda host, port: ready.set())
             except BaseException as exc:
                 failure.append(exc)
                 ready.set()
 
-        self._thread = threading.Thread(target=serve, name="robopolicy-serve-loop")
+        self._thread = threading.Thread(target=serve, name="robopolicy-serve-standby")
         self._thread.start()
         ready.wait(timeout)
         if failure or self.address is None:
@@ -95,108 +124,229 @@ class PolicyServer:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop a server started with :meth:`start` and wait for its threads."""
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop.set)
+        self._lead.stop()
         if self._thread is not None:
             self._thread.join(timeout)
 
     def counts(self) -> dict[str, int]:
-        """Counters: requests, served, expired, error_<code>, closed_bad_frame, ..."""
-        with self._stats_lock:
-            return dict(self._stats)
+        """Counters: requests, served, expired, error_<code>, closed_<why>, evicted, ..."""
+        merged = collections.Counter(dict(self._stats))  # dict(): one step under the GIL
+        merged.update(dict(self._worker_stats))
+        return dict(merged)
 
-    async def _main(self, on_ready: Callable[[str, int], None] | None, signals: bool) -> None:
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        if signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._loop.add_signal_handler(sig, self._stop.set)
-        server = await asyncio.start_server(self._serve, self.config.host, self.config.port)
-        self.address = tuple(server.sockets[0].getsockname()[:2])
-        self._worker.start()
-        log.info("serving %s on %s:%d", self.meta.get("name") or "policy", *self.address)
-        if on_ready is not None:
-            on_ready(*self.address)
-        await self._stop.wait()
-        log.info("shutting down")
-        self._closing = True
-        server.close()
-        for job in await asyncio.to_thread(self._worker.close):
-            self._reply(job.conn, m.error_reply(job.id, m.SHUTTING_DOWN, "server stopping"))
-        await asyncio.sleep(0)  # deliver the replies the worker posted while stopping
-        for conn in list(self._conns):
-            conn.writer.close()
-        if self._handlers:  # each sees its connection close and returns
-            await asyncio.wait(self._handlers, timeout=5.0)
-        await server.wait_closed()
+    def count(self, key: str, n: int = 1) -> None:
+        """Count an event (the leading thread; inference counts apart, so no lock)."""
+        self._stats[key] = self._stats.get(key, 0) + n
 
-    # ------------------------------------------------------------------ network (event loop)
+    def _count_worker(self, key: str, n: int = 1) -> None:
+        self._worker_stats[key] = self._worker_stats.get(key, 0) + n
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._conns) >= self.config.max_connections or self._closing:
-            self._count("refused_connections")
-            writer.close()
-            return
-        conn = _Connection(writer)
-        self._conns.add(conn)
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
+    def on_loop_thread(self) -> bool:
+        """Whether this thread leads the network loop now."""
+        return self.reactor.on_leader()
+
+    def _serve(self, on_ready: Callable[[str, int], None] | None) -> None:
+        """Listen; the inference thread leads the loop; this thread stands by (module
+        docstring of :mod:`robopolicy.serve.reactor`), then cleans up alone."""
         try:
-            while not writer.is_closing():
-                header = await reader.readexactly(HEADER.size)
-                try:
-                    length = body_length(header, self.config.limits)
-                except WireError as exc:  # garbage or an oversized frame: close the connection
-                    self._count("closed_bad_frame")
-                    if exc.code == m.TOO_LARGE:
-                        self._reply(conn, m.error_reply(None, m.TOO_LARGE, exc.message))
-                    break
-                timeout = self.config.frame_timeout_s
-                body = await asyncio.wait_for(reader.readexactly(length), timeout)
-                self._on_message(conn, body)
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
-            pass
-        except asyncio.CancelledError:  # the loop is closing: end quietly
-            pass
-        except Exception:  # a bug must cost one connection, never the server
-            log.exception("connection handler failed")
-            self._count("closed_internal")
+            listener = _listen(self.config.host, self.config.port)
+        except OSError:
+            self._worker.close()
+            self.reactor.close()
+            raise
+        self.address = tuple(listener.getsockname()[:2])
+        self.reactor.add_reader(listener.fileno(), functools.partial(self._accept, listener))
+        running = self._worker.serve(self._lead_loop)
+        log.info("serving %s on %s:%d", self.meta.get("name") or "policy", *self.address)
+        try:
+            if on_ready is not None:
+                on_ready(*self.address)
+            while self._lead.wait_to_lead():
+                while not self._lead.should_give_back():
+                    self._turn()
         finally:
-            self._conns.discard(conn)
-            self._handlers.discard(task)  # type: ignore[arg-type]
-            writer.close()
+            log.info("shutting down")
+            self._closing = True
+            self._lead.stop()
+            dropped = self._worker.close(running=running)
+            self.reactor.leader = threading.get_ident()  # alone from here
+            self.reactor.remove_reader(listener.fileno())
+            listener.close()
+            for job in dropped:
+                error = m.error_reply(job.id, m.SHUTTING_DOWN, "server stopping")
+                job.conn.send_reply(frame(encode(error)))
+            self._close_all()
+            self.reactor.close()
 
-    def _on_message(self, conn: _Connection, body: bytes) -> None:
-        self._count("requests")
+    def _lead_loop(self) -> None:
+        """The inference thread: lead the loop; hand it over while inference runs."""
+        self.reactor.leader = threading.get_ident()
+        lead, worker = self._lead, self._worker
+        try:
+            while not lead.stopping:
+                self._turn(0.0 if worker.has_jobs() else None)
+                if worker.has_jobs():
+                    lead.hand_over()
+                    try:
+                        worker.run_pending()
+                    finally:
+                        lead.take_back()
+        except BaseException:  # a bug: stop the server rather than leave it deaf
+            log.exception("the server loop failed; stopping")
+            lead.stop()
+            raise
+
+    def _turn(self, timeout: float | None = None) -> None:
+        """One turn of the loop: events (waiting at most until the next sweep), then the sweep
+        when due: connections whose deadline passed are closed."""
+        now = time.monotonic()
+        if timeout is None:
+            timeout = max(0.0, self._next_sweep - now)
+        self.reactor.run_once(timeout)
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_S
+        for conn in list(self._conns):
+            deadline, why = conn.deadline()
+            if deadline <= now:
+                if why != "linger":
+                    self.count(f"closed_{why}")
+                conn.abort()
+
+    def _close_all(self) -> None:
+        for conn in list(self._conns):
+            conn.close()  # once its replies are sent
+        until = time.monotonic() + 2.0
+        while self._conns and time.monotonic() < until:
+            self.reactor.run_once(0.01)
+        for conn in list(self._conns):  # replies nobody reads
+            conn.abort()
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors, ...: the next call retries
+                log.warning("accept failed: %s", exc)
+                self.count("accept_failed")
+                return
+            sock.setblocking(False)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Connection(self, sock, str(address[0]))
+            if self.admit(conn):
+                conn.start()
+
+    # ------------------------------------------------------------------ slots
+
+    def admit(self, conn: Connection) -> bool:
+        """Give ``conn`` a slot: evict an unearned connection if need be, else a reserve slot
+        (health and metadata only). False (and the socket closed) when stopping."""
+        if self._closing:
+            self.count("refused_connections")
+            conn.sock.close()
+            return False
+        cfg = self.config
+        regular = [c for c in self._conns if not c.probe]
+        mine = [c for c in regular if c.peer == conn.peer]
+        if len(mine) >= cfg.max_connections_per_peer or len(regular) >= cfg.max_connections:
+            pool = mine if len(mine) >= cfg.max_connections_per_peer else regular
+            victim = next((c for c in pool if not c.earned and not c.inflight), None)
+            if victim is not None:
+                self.count("evicted_unearned")
+                self._conns.pop(victim, None)
+                victim.abort()
+            else:
+                probes = [c for c in self._conns if c.probe]
+                if len(probes) >= cfg.health_slots:
+                    self.count("evicted_probe")
+                    self._conns.pop(probes[0], None)
+                    probes[0].abort()
+                conn.probe = True
+                self.count("reserve_slots")
+        self._conns[conn] = None
+        return True
+
+    def release(self, conn: Connection) -> None:
+        self._conns.pop(conn, None)
+
+    def reserve_receiving(self, nbytes: int) -> bool:
+        """Count ``nbytes`` of body being received (negative: done); False when over budget."""
+        if nbytes > 0 and self._receiving + nbytes > self.config.max_receiving_bytes:
+            return False
+        self._receiving += nbytes
+        return True
+
+    # ------------------------------------------------------------------ frames (event loop)
+
+    def refuse_frame(self, conn: Connection, exc: WireError) -> None:
+        """A header with bad magic (close at once) or over the size cap (``too_large``)."""
+        if exc.code == m.TOO_LARGE:
+            conn.close_after(frame(encode(m.error_reply(None, m.TOO_LARGE, exc.message))))
+        else:
+            conn.abort()
+
+    def refuse_busy(self, conn: Connection) -> None:
+        text = "the server is receiving too many large frames; retry"
+        conn.close_after(frame(encode(m.error_reply(None, m.OVERLOADED, text))))
+
+    def on_frame(self, conn: Connection, body: memoryview) -> None:
+        """Handle one complete frame's body (a view, valid during this call only)."""
+        self.count("requests")
         received = time.monotonic()
+        trusted = self._token is None
+        request_id = None
+        limits = self.config.limits
         try:
             try:
-                message = decode(body, self.config.limits)
+                if trusted and len(body) <= limits.max_objects:  # bounded by its size
+                    message = decode(body, limits)
+                else:  # bounded scan, token checked, then decode
+                    scanned = scan(body, limits)
+                    request_id = scanned.id if m.valid_id(scanned.id) else None
+                    if not trusted:
+                        if not hmac.compare_digest(scanned.token or b"", self._token or b""):
+                            text = "missing or wrong token"
+                            raise m.RequestError(m.UNAUTHORIZED, text, request_id)
+                        trusted = True
+                    message = decode(body, limits, scanned=True)
             except WireError as exc:
-                raise m.RequestError(m.MALFORMED, exc.message) from None
+                raise m.RequestError(m.MALFORMED, exc.message, request_id) from None
             env = m.parse_envelope(message, self.config.max_timeout_ms)
-            token = self.config.token
-            if token is not None and not hmac.compare_digest(
-                (env.token or "").encode(), token.encode()
-            ):
-                raise m.RequestError(m.UNAUTHORIZED, "missing or wrong token", env.id)
+            if conn.probe:
+                if env.type not in PROBE_TYPES:
+                    text = "every connection slot is taken; only health and metadata answered"
+                    raise m.RequestError(m.OVERLOADED, text, env.id)
+            else:
+                conn.earned = True
             if env.type == "health":
                 self._reply(conn, self._health(env.id))
             elif env.type == "metadata":
-                self._reply(conn, {"type": "metadata", "id": env.id, **self.meta})
+                self._reply(conn, {**self._meta_reply, "id": env.id})
             else:
                 limit = self.config.max_request_batch
                 data = m.parse_infer(message, self.meta, max_batch=limit, request_id=env.id)
-                if conn.inflight >= self.config.max_inflight:
+                if not conn.begin_request():
                     raise m.RequestError(m.OVERLOADED, "too many requests in flight", env.id)
                 deadline = received + env.timeout_ms / 1e3
-                self._worker.submit(Job(conn, env.id, data, received, deadline))
-                conn.inflight += 1
+                try:
+                    self._worker.submit(Job(conn, env.id, data, received, deadline))
+                except m.RequestError:
+                    conn.end_request()
+                    raise
         except m.RequestError as exc:
-            self._count(f"error_{exc.code}")
-            self._reply(conn, m.error_reply(exc.request_id, exc.code, exc.message))
-            if exc.code == m.UNAUTHORIZED:
-                conn.writer.close()
+            self.count(f"error_{exc.code}")
+            reply = frame(encode(m.error_reply(exc.request_id, exc.code, exc.message)))
+            if not trusted or not conn.earned or conn.probe:
+                conn.close_after(reply)  # it has not earned the slot: reply, then close
+            else:
+                conn.send(reply)
+            return
+        if conn.probe:
+            conn.close_after()
 
     def _health(self, request_id: int) -> dict[str, Any]:
         return {
@@ -209,34 +359,24 @@ class PolicyServer:
             "stats": self.counts(),
         }
 
-    def _reply(self, conn: _Connection, reply: dict[str, Any] | bytes) -> None:
-        """Write one reply frame (loop thread only); a connection that stops reading is cut."""
-        if conn.writer.is_closing():
-            return
-        conn.writer.write(reply if isinstance(reply, bytes) else frame(encode(reply)))
-        if conn.writer.transport.get_write_buffer_size() > self.config.max_write_buffer:
-            self._count("closed_slow_reader")
-            conn.writer.close()
-
-    def _count(self, key: str, n: int = 1) -> None:
-        with self._stats_lock:
-            self._stats[key] += n
+    def _reply(self, conn: Connection, reply: dict[str, Any]) -> None:
+        conn.send(frame(encode(reply, self.config.limits)))
 
     # ------------------------------------------------------------------ from the inference thread
 
     def _post(self, job: Job, reply: dict[str, Any]) -> None:
-        """Encode a reply in the inference thread and hand it to the loop."""
+        """Encode a reply in the inference thread and send it on the job's connection."""
         try:
             data = frame(encode(reply, self.config.limits))
         except WireError as exc:
             error = m.error_reply(job.id, m.INTERNAL, f"reply not sendable ({exc.code})")
             data = frame(encode(error))
-        try:
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._deliver, job.conn, data)
-        except RuntimeError:  # the loop is gone (stopped while a forward pass overran)
-            log.warning("reply to request %d dropped: server stopped", job.id)
+        job.conn.send_reply(data)
 
-    def _deliver(self, conn: _Connection, data: bytes) -> None:
-        conn.inflight -= 1
-        self._reply(conn, data)
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A non-blocking listening socket on ``host:port`` (the first address it resolves to)."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    listener = socket.create_server((host, port), family=family, backlog=BACKLOG)
+    listener.setblocking(False)
+    return listener

@@ -1,10 +1,13 @@
 """The server's inference thread: a bounded job queue, deadlines, batching, one engine.
 
-The thread owns the engine; nothing else calls it. It takes the oldest job, gathers jobs that
-can share its forward pass (:meth:`~robopolicy.serve.messages.InferInput.group_key` equal, at
-most ``max_batch`` samples, waiting at most ``batch_wait_ms`` for them), drops those whose
-deadline has passed (``expired``), runs the rest as one batch and hands every reply, already
-encoded, to ``post`` (the server forwards it to the event loop).
+The thread owns the engine; nothing else calls it. The server runs its network loop on this
+thread too (:mod:`robopolicy.serve.reactor`: it leads the loop while idle) and calls
+:meth:`InferenceWorker.run_pending` when requests were submitted. That takes the oldest job,
+gathers jobs that can share its forward pass
+(:meth:`~robopolicy.serve.messages.InferInput.group_key` equal, at most ``max_batch``
+samples, waiting at most ``batch_wait_ms`` for them), drops those whose deadline has passed
+(``expired``), runs the rest as one batch and hands every reply to ``post``, until no job is
+left.
 
 Given a factory rather than an engine, the worker builds the engine on that same thread: torch
 keeps an intra-op thread pool per OS thread, and a policy built and warmed up on one thread but
@@ -34,7 +37,7 @@ if TYPE_CHECKING:  # the engine module imports torch; the server itself does not
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class Job:
     """One checked ``infer`` request waiting for the engine."""
 
@@ -80,40 +83,47 @@ class InferenceWorker:
         self.period = 1.0 / meta["fps"] if meta.get("fps") else None
         self.chunk = (meta["horizon"], meta["action_dim"])
         self._jobs: collections.deque[Job] = collections.deque()
-        self._cond = threading.Condition()
+        self._arrived = threading.Condition()  # for batch_wait_ms only
         self._closing = False
-        self._running: Future[None] | None = None
 
-    def start(self) -> None:
-        self._running = self._thread.submit(self._run)
-        self._running.add_done_callback(_log_failure)
+    def serve(self, loop: Callable[[], None]) -> Future[None]:
+        """Run ``loop`` (the server's) on the inference thread."""
+        running = self._thread.submit(loop)
+        running.add_done_callback(_log_failure)
+        return running
 
     def queued(self) -> int:
         return len(self._jobs)
 
-    def submit(self, job: Job) -> None:
-        """Queue ``job``; :class:`~robopolicy.serve.messages.RequestError` when full or closing."""
-        with self._cond:
-            if self._closing:
-                raise m.RequestError(m.SHUTTING_DOWN, "server stopping", job.id)
-            if len(self._jobs) >= self.config.max_queue:
-                raise m.RequestError(m.OVERLOADED, "inference queue full", job.id)
-            self._jobs.append(job)
-            self._cond.notify()
+    def has_jobs(self) -> bool:
+        return bool(self._jobs)
 
-    def close(self, timeout: float = 30.0) -> list[Job]:
-        """Stop taking jobs, let the running batch finish, return the jobs never started."""
-        with self._cond:
-            self._closing = True
-            dropped = list(self._jobs)
-            self._jobs.clear()
-            self._cond.notify_all()
-        finished = self._running is None or not wait([self._running], timeout).not_done
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` (from the thread leading the network loop);
+        :class:`~robopolicy.serve.messages.RequestError` when full or closing."""
+        if self._closing:
+            raise m.RequestError(m.SHUTTING_DOWN, "server stopping", job.id)
+        if len(self._jobs) >= self.config.max_queue:
+            raise m.RequestError(m.OVERLOADED, "inference queue full", job.id)
+        self._jobs.append(job)
+        if self.config.batch_wait_ms > 0:
+            with self._arrived:
+                self._arrived.notify()
+
+    def close(self, timeout: float = 30.0, running: Future[None] | None = None) -> list[Job]:
+        """Stop taking jobs; wait for ``running`` (the loop on the inference thread) to end;
+        return the jobs never started."""
+        self._closing = True
+        finished = running is None or not wait([running], timeout).not_done
         self._thread.shutdown(wait=finished)  # a hung engine is left behind, not waited on
+        dropped = list(self._jobs)
+        self._jobs.clear()
         return dropped
 
-    def _run(self) -> None:
-        while (jobs := self._next_batch()) is not None:
+    def run_pending(self) -> None:
+        """Run every queued job, batch by batch (inference thread)."""
+        while self._jobs and not self._closing:
+            jobs = self._next_batch()
             now = time.monotonic()
             live = []
             for job in jobs:
@@ -126,42 +136,44 @@ class InferenceWorker:
             if live:
                 self._infer(live, now)
 
-    def _next_batch(self) -> list[Job] | None:
-        """The oldest job and those that can share its forward pass; None when closing."""
+    def _next_batch(self) -> list[Job]:
+        """The oldest job and those that can share its forward pass."""
+        first = self._jobs.popleft()
         limit = self.config.max_batch
-        with self._cond:
-            while not self._jobs and not self._closing:
-                self._cond.wait()
-            if self._closing:
-                return None
-            first = self._jobs.popleft()
-            batch, size, key = [first], first.input.batch, first.input.group_key()
-            until = time.monotonic() + self.config.batch_wait_ms / 1e3
-            while size < limit and not self._closing:
-                for job in list(self._jobs):
-                    if job.input.group_key() == key and size + job.input.batch <= limit:
-                        self._jobs.remove(job)
-                        batch.append(job)
-                        size += job.input.batch
-                left = until - time.monotonic()
-                if size >= limit or left <= 0:
-                    break
-                self._cond.wait(left)
+        batch, size = [first], first.input.batch
+        if size >= limit:
             return batch
+        key = first.input.group_key()
+        until = time.monotonic() + self.config.batch_wait_ms / 1e3
+        while not self._closing:
+            for job in list(self._jobs):
+                if job.input.group_key() == key and size + job.input.batch <= limit:
+                    self._jobs.remove(job)
+                    batch.append(job)
+                    size += job.input.batch
+            left = until - time.monotonic()
+            if size >= limit or left <= 0:
+                break
+            with self._arrived:
+                self._arrived.wait(left)
+        return batch
 
     def _infer(self, jobs: list[Job], started: float) -> None:
         inputs = [job.input for job in jobs]
-        obs = {k: np.concatenate([i.obs[k] for i in inputs]) for k in inputs[0].obs}
-        noise = None
-        if inputs[0].noise is not None:
-            noise = np.concatenate([i.noise for i in inputs if i.noise is not None])
+        first = inputs[0]
+        obs, noise, prefix = first.obs, first.noise, first.prefix
+        if len(inputs) > 1:  # stack the batch (steps, frozen and shapes agree: group_key)
+            obs = {k: np.concatenate([i.obs[k] for i in inputs]) for k in obs}
+            if noise is not None:
+                noise = np.concatenate([i.noise for i in inputs if i.noise is not None])
+            if prefix is not None:
+                prefix = np.concatenate([i.prefix for i in inputs if i.prefix is not None])
         total = sum(i.batch for i in inputs)
-        steps, frozen = inputs[0].steps, inputs[0].frozen  # shared: equal group keys
+        steps, frozen = first.steps, first.frozen
         try:
-            if inputs[0].prefix is None:
+            if prefix is None:
                 actions = self.engine.run(obs, noise, steps)
             else:  # parse_infer takes a prefix only where metadata says "inpaint"
-                prefix = np.concatenate([i.prefix for i in inputs if i.prefix is not None])
                 inpaint = self.engine.run_with_prefix  # type: ignore[attr-defined]
                 actions = inpaint(obs, noise, steps, prefix, frozen)
             if actions.shape != (total, *self.chunk) or not np.isfinite(actions).all():

@@ -1,10 +1,16 @@
-"""A few thousand hostile messages against ``robopolicy serve``; it answers or closes, never dies.
+"""Hostile clients against ``robopolicy serve``; it answers or closes, never dies.
 
-Framed garbage, truncated bodies, flipped bytes and requests with wrong fields, types, shapes,
-dtypes, NaN, huge arrays, missing or extra keys must each get an error reply (a code from the
-protocol, never a traceback) on a connection that stays usable; unframed garbage, oversized
-headers and frames cut short must get the connection closed. Afterwards the server still
-answers a valid request exactly. Seeded, so a failure replays.
+A few thousand messages: framed garbage, truncated bodies, flipped bytes and requests with wrong
+fields, types, shapes, dtypes, NaN, huge arrays, missing or extra keys must each get an error
+reply (a code from the protocol, never a traceback) on a connection that has earned its slot
+and stays usable; unframed garbage, oversized headers and frames cut short must get the
+connection closed. Afterwards the server still answers a valid request exactly. Seeded, so a
+failure replays.
+
+Then the attacks of :mod:`robopolicy.serve.hostile` (R19): slow-loris sockets beyond every slot,
+abandoned 64 MiB bodies, object-count bombs and clients that never read their replies. Through
+each a valid client is timed: every request answered within 1 s; and the server's RSS must come
+back to within 10% of what it was before.
 """
 
 from __future__ import annotations
@@ -12,12 +18,13 @@ from __future__ import annotations
 import json
 import socket
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 import numpy as np
 
-from robopolicy.serve import PolicyClient, messages
+from robopolicy.serve import PolicyClient, hostile, messages
 from robopolicy.serve.wire import ARRAY_EXT, MAGIC, decode, encode, frame
 from tests.serve.conftest import FIXTURES
 
@@ -154,6 +161,8 @@ def test_hostile_messages_get_errors_or_closed_connections(server) -> None:
     outcomes: Counter[str] = Counter()
     sock = socket.create_connection((server.host, server.port), timeout=10)
     buffer = bytearray()
+    sock.sendall(hostile.HEALTH)  # a first good request earns the connection its slot
+    assert read_reply(sock, buffer)["type"] == "health"
     for _ in range(N_REPLIED):
         sock.sendall(frame(replied_case(rng)))
         reply = read_reply(sock, buffer)
@@ -180,3 +189,44 @@ def test_hostile_messages_get_errors_or_closed_connections(server) -> None:
     assert outcomes["malformed"] > 100 and outcomes["bad_request"] > 100, outcomes
     assert outcomes["invalid_input"] > 100, outcomes
     assert stats.get("closed_bad_frame", 0) >= 150, stats
+
+
+def under_attack(server, attack: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``attack`` with a valid client timed throughout; check it and the server's RSS."""
+    obs = {"state": np.zeros((1, 2, 3), np.float32)}
+    result = hostile.measure(server.host, server.port, server.pid, attack, obs)
+    valid = result["valid"]
+    assert valid["failures"] == 0 and valid["max_ms"] < 1000, result
+    assert valid["requests"] >= 10, result
+    assert result["rss_after"] <= 1.10 * result["rss_before"], result
+    assert server.proc.poll() is None, server.stderr()
+    return result
+
+
+def test_slow_loris_beyond_every_slot(server) -> None:
+    result = under_attack(server, lambda: hostile.slow_loris(server.host, server.port, sockets=80))
+    assert result["closed_by_server"] == 80, result
+    earned = under_attack(
+        server, lambda: hostile.slow_loris(server.host, server.port, sockets=20, earned=True)
+    )
+    assert earned["closed_by_server"] == 20, earned
+
+
+def test_abandoned_partial_bodies_leave_no_memory(server) -> None:
+    result = under_attack(
+        server,
+        lambda: hostile.partial_bodies(server.host, server.port, frames=8, parallel=4),
+    )
+    assert result["mib_sent"] >= 8 * 48, result
+
+
+def test_object_count_bombs_are_refused_at_once(server) -> None:
+    result = under_attack(server, lambda: hostile.object_bombs(server.host, server.port, frames=10))
+    assert result["answered"] == result["frames"], result
+
+
+def test_clients_that_never_read_their_replies(server) -> None:
+    attack = lambda: hostile.unread_replies(server.host, server.port, rcvbuf=8192)  # noqa: E731
+    result = under_attack(server, attack)
+    with PolicyClient(server.host, server.port) as client:
+        assert client.health()["stats"]["paused_unread_replies"] >= 4, result

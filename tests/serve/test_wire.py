@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 
 import msgpack
 import numpy as np
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from robopolicy.serve import hostile
 from robopolicy.serve.wire import (
     ARRAY_EXT,
     DTYPES,
@@ -21,6 +23,7 @@ from robopolicy.serve.wire import (
     decode,
     encode,
     frame,
+    scan,
 )
 
 
@@ -135,3 +138,45 @@ def test_frame_header_is_checked_before_the_body() -> None:
     with pytest.raises(WireError) as info:
         body_length(MAGIC + b"\xff\xff\xff\xff")
     assert info.value.code == "too_large"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (msgpack.packb({"x": ext("|O", [1], pickle.dumps(object()))}), "dtype"),
+        (msgpack.packb({"x": msgpack.ExtType(7, b"")}), "ext"),
+        (msgpack.packb({"x": msgpack.Timestamp(1, 0)}), "type"),
+        (msgpack.packb({b"raw": 1}), "type"),
+        (msgpack.packb({1: 1}), "malformed"),
+        (msgpack.packb({"x": [[[[[[[[[[1]]]]]]]]]]}), "depth"),
+        (b"\x91" * 100_000 + b"\xc0", "depth"),
+        (b"\x92\x01", "malformed"),
+        (msgpack.packb({"x": 1}) + b"\x00", "malformed"),
+        (b"\xdd\xff\xff\xff\xff", "malformed"),
+        (b"\xc1", "malformed"),
+    ],
+)
+def test_scanning_first_refuses_the_same_bodies(body: bytes, code: str) -> None:
+    """A body over ``max_objects`` bytes is scanned, then decoded; a smaller one is decoded,
+    then its tree checked: both paths refuse alike."""
+    with pytest.raises(WireError) as info:
+        scan(body)
+        decode(body, scanned=True)
+    assert info.value.code == code, info.value
+    refused(body, code)
+
+
+def test_an_object_count_bomb_is_refused_after_bounded_work() -> None:
+    body = hostile.object_bomb(4_200_000)[8:]  # 4.2 MB, one empty map per byte
+    start = time.perf_counter()
+    for check in (scan, decode):
+        with pytest.raises(WireError) as info:
+            check(body)
+        assert info.value.code == "too_large" and "4096 values" in info.value.message
+    assert time.perf_counter() - start < 0.2  # unbounded, decoding took 2.8 s and 283 MB
+
+
+def test_scan_reads_the_token_and_id_without_decoding() -> None:
+    body = encode({"id": 2**40, "token": "a-token", "obs": {"token": "inner", "id": 3}})
+    assert scan(body) == (b"a-token", 2**40)
+    assert scan(encode({"obs": {"token": "inner"}, "id": "7"})) == (None, None)
