@@ -9,7 +9,8 @@ overrides, with a "did you mean" for every unknown key::
 
 A field whose type is a config base with a ``variants`` class attribute (name -> subclass) is
 polymorphic: its dict carries ``"type"`` to pick the subclass, and overriding ``x.type`` starts
-``x`` afresh from that variant's defaults.
+``x`` afresh from that variant's defaults. A nested config field with :data:`FLAT` metadata is
+spelled flat: its fields read and write as the owner's own.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ from robopolicy.errors import RobopolicyError
 
 C = TypeVar("C")
 TYPE_KEY = "type"
+FLAT = {"flat": True}
+"""Metadata of a nested config field whose fields are spelled as its owner's own, in dicts and
+overrides alike (``eval_every=0``, not ``cadence.eval_every=0``; tyro's ``OmitArgPrefixes``); a
+key the data leaves out keeps the owner's default of that field. Its names must not clash with
+the owner's."""
 
 
 class ConfigError(RobopolicyError):
@@ -50,7 +56,11 @@ def to_dict(config: Any) -> dict[str, Any]:
     if variants:
         out[TYPE_KEY] = _variant_name(type(config))
     for field in dataclasses.fields(config):
-        out[field.name] = _plain(getattr(config, field.name))
+        value = _plain(getattr(config, field.name))
+        for key, item in value.items() if field.metadata.get("flat") else [(field.name, value)]:
+            if key in out:
+                raise ConfigError(f"{type(config).__name__}: two fields spell {key!r}")
+            out[key] = item
     return out
 
 
@@ -91,17 +101,58 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, where: str = "") -> C:
         cls = variants[name]
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    known = _gather_flat(fields, hints, data)
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(
-                f"{where}{key}: unknown field of {cls.__name__}{did_you_mean(key, fields)}"
+                f"{where}{key}: unknown field of {cls.__name__}{did_you_mean(key, known)}"
             )
-        kwargs[key] = _coerce(hints[key], value, f"{where}{key}")
+        if fields[key].metadata.get("flat"):  # its errors name the keys as spelled
+            kwargs[key] = from_dict(hints[key], value, where=where)
+        else:
+            kwargs[key] = _coerce(hints[key], value, f"{where}{key}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
+
+
+def _gather_flat(
+    fields: dict[str, dataclasses.Field], hints: dict[str, Any], data: dict[str, Any]
+) -> list[str]:
+    """Move the keys of every :data:`FLAT` field's config in ``data`` under that field's name,
+    over its default (the owner's); returns the names ``data`` may spell."""
+    known = []
+    for name, field in fields.items():
+        if not field.metadata.get("flat"):
+            known.append(name)
+            continue
+        names = [f.name for f in dataclasses.fields(hints[name]) if f.init]
+        known += names
+        given = {key: data.pop(key) for key in names if key in data}
+        if given:
+            data[name] = to_dict(_default(field)) | given
+    return known
+
+
+def build(cls: type[C], **fields: Any) -> C:
+    """``cls(**fields)`` with the fields of its :data:`FLAT` configs given flat, as its dicts
+    spell them, over the owner's defaults: ``build(DPPOConfig, eval_every=0, num_envs=8)``."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.metadata.get("flat"):
+            names = [f.name for f in dataclasses.fields(hints[field.name]) if f.init]
+            given = {key: fields.pop(key) for key in names if key in fields}
+            if given:
+                fields[field.name] = dataclasses.replace(_default(field), **given)
+    return cls(**fields)
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:

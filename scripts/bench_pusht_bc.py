@@ -55,7 +55,7 @@ def train(
 
     config = preset(kind, data, overrides)
     config.max_steps = steps
-    config.eval_every = 0
+    config.cadence.eval_every = 0
     config.num_threads = threads
     wall, cpu = time.perf_counter(), time.process_time()
     result = Trainer(config, card={"task": "pusht"}).fit(run, resume=(run / "checkpoints").is_dir())

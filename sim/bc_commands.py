@@ -49,7 +49,12 @@ def _preset_list() -> str:
         ),
         arg("--policy", choices=["flow", "diffusion"], default="flow", help="default flow"),
         arg("--resume", action="store_true", help="continue the run in --out"),
-        arg("--num-envs", type=int, default=8, help="parallel envs of evaluation rollouts"),
+        arg(
+            "--num-envs",
+            type=int,
+            default=None,
+            help="parallel envs of evaluation rollouts (default: the config's eval_envs, 8)",
+        ),
         arg("--no-eval", action="store_true", help="no evaluation rollouts"),
         arg("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides"),
         arg("--json", action="store_true", help="print one JSON document on stdout"),
@@ -101,9 +106,11 @@ def build_train_config(
     return apply_overrides(config, overrides)
 
 
-def rollout_callback(task: str, config: Any, num_envs: int, **kwargs: Any) -> Any:
-    """``evaluate(policy) -> figures`` for the trainer: ``config.eval_episodes`` rollouts from
-    seed ``config.eval_seed``; extra keyword arguments go to :func:`evaluate_policy`."""
+def rollout_callback(task: str, config: Any, num_envs: int | None, **kwargs: Any) -> Any:
+    """``evaluate(policy) -> figures`` for the trainer: ``eval_episodes`` rollouts from seed
+    ``eval_seed`` in ``num_envs`` envs (None: ``eval_envs``) as ``config.cadence`` says; extra
+    keyword arguments go to :func:`evaluate_policy`."""
+    cadence = config.cadence
 
     def evaluate(policy: Any) -> dict[str, float]:
         from sim.evaluate import evaluate_policy
@@ -111,9 +118,9 @@ def rollout_callback(task: str, config: Any, num_envs: int, **kwargs: Any) -> An
         figures = evaluate_policy(
             policy,
             task,
-            episodes=config.eval_episodes,
-            seed=config.eval_seed,
-            num_envs=num_envs,
+            episodes=cadence.eval_episodes,
+            seed=cadence.eval_seed,
+            num_envs=num_envs or cadence.eval_envs,
             **kwargs,
         )
         return scalar_figures(figures)

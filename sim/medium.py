@@ -69,7 +69,7 @@ class MediumConfig:
     train_dir: Path | None = None
     """Where the expert trains (None: ``<out>.expert`` beside the store)."""
     overrides: tuple[str, ...] = ()
-    """``key=value`` overrides of :class:`robopolicy.rl.ppo.PPOConfig`."""
+    """``key=value`` overrides of :class:`robopolicy.rl.ppo_config.PPOConfig`."""
 
     def __post_init__(self) -> None:
         from sim.tasks.locomotion import LOCOMOTION
@@ -91,7 +91,8 @@ class MediumConfig:
 
 def medium(config: MediumConfig, *, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) the expert, then fill (or resume) the store; returns the report."""
-    from robopolicy.rl.ppo import PPOConfig, train
+    from robopolicy.rl.ppo import train
+    from robopolicy.rl.ppo_config import PPOConfig
     from sim.registry import make_task
     from sim.rollout import SimRollouts
     from sim.tasks.locomotion import normalized_score

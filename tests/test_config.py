@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 import pytest
 
-from robopolicy.config import ConfigError, apply_overrides, from_dict, to_dict
+from robopolicy.config import FLAT, ConfigError, apply_overrides, build, from_dict, to_dict
 
 
 @dataclasses.dataclass
@@ -99,3 +99,50 @@ def test_bad_overrides_name_the_key(overrides, message):
 def test_unknown_key_in_json():
     with pytest.raises(ConfigError, match=r"optim\.betas: unknown field of Optim"):
         from_dict(Train, {"optim": {"betas": [0.9, 0.95]}})
+
+
+@dataclasses.dataclass
+class Cadence:
+    every: int = 10
+    keep: int = 2
+
+    def __post_init__(self) -> None:
+        if self.keep < 1:
+            raise ValueError(f"keep must be >= 1, got {self.keep}")
+
+
+@dataclasses.dataclass
+class Run:
+    steps: int = 100
+    cadence: Cadence = dataclasses.field(default_factory=lambda: Cadence(keep=5), metadata=FLAT)
+
+
+def test_a_flat_section_reads_and_writes_as_its_owner_fields():
+    assert to_dict(Run()) == {"steps": 100, "every": 10, "keep": 5}
+    assert from_dict(Run, {"steps": 3, "every": 0}) == Run(3, Cadence(every=0, keep=5))
+    assert from_dict(Run, to_dict(Run(cadence=Cadence(1, 1)))) == Run(cadence=Cadence(1, 1))
+    assert apply_overrides(Run(), ["every=7"]).cadence == Cadence(every=7, keep=5)
+    assert build(Run, every=7, steps=1) == Run(1, Cadence(every=7, keep=5))  # owner's keep
+    with pytest.raises(ConfigError, match="did you mean 'every'"):
+        apply_overrides(Run(), ["evry=1"])
+    with pytest.raises(ConfigError, match="keep must be >= 1"):
+        apply_overrides(Run(), ["keep=0"])
+    with pytest.raises(ConfigError, match="not a config section"):
+        apply_overrides(Run(), ["cadence.every=1"])
+
+
+def test_every_run_config_spells_the_shared_cadence_flat():
+    """What runs save (``rl_config.json``, ``train_config.json``) and the command line's
+    ``eval_every=...`` keep the names they had before the cadence was shared."""
+    from robopolicy.cadence import CadenceConfig
+    from robopolicy.rl.registry import load_algorithms
+    from robopolicy.train.config import TrainConfig, train_config_from_dict
+
+    names = {f.name for f in dataclasses.fields(CadenceConfig)}
+    for config in [a.config() for a in load_algorithms().values()] + [TrainConfig()]:
+        data = to_dict(config)
+        assert names <= data.keys() and "cadence" not in data, type(config).__name__
+        assert from_dict(type(config), data) == config
+    saved = to_dict(TrainConfig(cadence=CadenceConfig(keep_checkpoints=4)))
+    saved["keep_last"] = saved.pop("keep_checkpoints")  # as runs saved it before
+    assert train_config_from_dict(saved).cadence.keep_checkpoints == 4

@@ -15,7 +15,7 @@ the weight of each k-step return that would end inside a chunk moved to the chun
 Ta = 1 it is exactly the usual GAE (cleanrl). V'_t is V_{t+1} while the episode goes on,
 V(final_obs) after a truncation (time limit), 0 after a termination, and V(next_obs) after the
 last decision of the batch. (DPPO instead discounts once per decision, γ^1 on the summed chunk
-reward; its γ = 0.99 with Ta = 4 is our γ ≈ 0.9975 per step.)
+reward, :func:`per_decision`; its γ = 0.99 with Ta = 4 is our γ ≈ 0.9975 per step.)
 
 **Reward scaling** (cleanrl's ``NormalizeReward``, DPPO's ``RunningRewardScaler``): rewards are
 divided by the running standard deviation of the discounted return Σ γ^k r, per env, reset at
@@ -25,6 +25,7 @@ with episodes of varying length).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 import torch
@@ -128,6 +129,16 @@ def batch_advantages(
     ended = batch.terminated | batch.truncated
     advantages, returns = gae(rewards, batch.executed, values, after, ended, gamma, lam)
     return advantages.flatten(), returns.flatten(), values.flatten()
+
+
+def per_decision(batch: RolloutBatch) -> RolloutBatch:
+    """``batch`` with each chunk one step: its rewards summed undiscounted (DPPO's MDP)."""
+    return dataclasses.replace(
+        batch,
+        rewards=(batch.rewards * batch.executed).sum(-1, keepdim=True),
+        executed=torch.ones_like(batch.executed[..., :1]),
+        dones=batch.dones.any(-1, keepdim=True),
+    )
 
 
 def normalize(x: Tensor, eps: float = 1e-8) -> Tensor:

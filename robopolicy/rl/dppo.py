@@ -30,7 +30,8 @@ One iteration:
    of the denoiser, ``forward_batch_size`` pairs each, their gradients accumulated), the ratio
    clipped to 1 ± ε_j, ε_j growing from ``clip_ploss_coef_base`` at j = 0 to
    ``clip_ploss_coef`` at j = K'-1 as ``(e^{rate·j/(K'-1)} − 1)/(e^rate − 1)``; advantages
-   normalized per minibatch, then multiplied by the denoising discount (:func:`actor_step`);
+   normalized per minibatch, then multiplied by the denoising discount
+   (:meth:`DPPORun.actor_step`);
    the critic takes one step per minibatch too; the update stops once a minibatch's
    approximate KL passes ``target_kl``. The first ``critic_warmup_iterations`` train the critic
    only;
@@ -62,31 +63,13 @@ constant (DPPO's cosine schedules in its configs have ``min_lr = lr``); with K' 
 ``clip_ploss_coef`` (DPPO's formula divides by K' − 1); evaluation is a separate set of
 fixed-seed episodes rather than every tenth iteration's training rollouts.
 
-Defaults are DPPO's Hopper fine-tuning (``cfg/gym/finetune/hopper-v2/ft_ppo_diffusion_mlp.yaml``:
-40 envs × 500 decisions × Ta 4 = 80k env steps per iteration, k = 20, K' = 10, γ 0.99 per decision,
-λ 0.95, lr 1e-4 / 1e-3, 5 epochs of 50k-pair minibatches, ε 0.01 throughout, σ floors 0.1, KL
-stop 1). Its robomimic settings differ in ``update_epochs=10 clip_ploss_coef_base=0.001
-gamma=0.999 batch_size=7500 critic_warmup_iterations=2``; its DDIM variant (furniture) is
-``sampler=ddim denoising_steps=K' ft_denoising_steps=K' ddim_eta=1
-min_sampling_denoising_std=0.04``.
-
-**On arm-push** (``tests/rl/test_dppo.py``: a policy cloned on imperfect demonstrations, about
-10% success, reward 1 on success only) those settings need far more than a CI budget, and the
-cheaper ones tried were unreliable: with 20 to 32 envs per iteration, lr 1e-3 to 3e-3, K' = 5 of
-10, a log-probability floor of 0.3 or sampling floors of 0.01 or 0.1, many seeds lost the few
-successes within 15k steps and never found them again. The test's settings raised four of five
-seeds within 80k steps (0.08 to 0.42, 0.28, 0.38, 0.44 and 0.03 over 200 episodes, seeds 0-4):
-64 envs × 20 decisions per iteration (about six successes per batch at the start), two
-critic-only iterations, lr 1e-3 with ε from 0.02 to 0.1 over 10 epochs of two minibatches (5
-epochs lost a seed too), and the furniture configs' sampling floor 0.04 (with 0.1 the policy
-came to rely on noise that the evaluation removes: 0.32 success while training against 0.15
-evaluated). Halving the learning rate kept all five seeds but gained less (0.16 to 0.48).
+Defaults and the ``arm-push`` settings, with their sources: :mod:`robopolicy.rl.dppo_config`.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
@@ -99,18 +82,21 @@ from robopolicy.errors import RobopolicyError
 from robopolicy.policies.checkpoint import load_policy
 from robopolicy.policies.diffusion import DiffusionPolicy
 from robopolicy.policies.diffusion.schedulers import gaussian_log_prob
-from robopolicy.rl.advantages import (
-    RewardScaler,
-    batch_advantages,
-    explained_variance,
-    normalize,
-)
+from robopolicy.rl.advantages import explained_variance, normalize, per_decision
 from robopolicy.rl.dppo_config import RESUMABLE_CHANGES, DPPOConfig
 from robopolicy.rl.registry import register_algorithm
-from robopolicy.rl.rollout import Act, Obs, RolloutBatch, RolloutFactory
+from robopolicy.rl.rollout import (
+    Act,
+    Evaluator,
+    Obs,
+    RolloutBatch,
+    RolloutCollector,
+    RolloutFactory,
+    executed_slice,
+)
 from robopolicy.rl.runs import episode_figures
 from robopolicy.rl.session import RunResult, RunSession, mean, origin_card, torch_threads
-from robopolicy.rl.value import ValueNetwork, value_loss
+from robopolicy.rl.value import Critic, value_loss
 
 # -- the pieces of the objective -----------------------------------------------------------
 
@@ -147,12 +133,6 @@ def step_stds(policy: DiffusionPolicy, steps: int, sampler: str, eta: float) -> 
     return std
 
 
-def executed_slice(policy: DiffusionPolicy) -> slice:
-    """The actions of a chunk that run: ``[To - 1, To - 1 + Ta)``."""
-    c = policy.config
-    return slice(c.n_obs_steps - 1, c.n_obs_steps - 1 + c.n_action_steps)
-
-
 def explore(
     policy: DiffusionPolicy,
     frozen: DiffusionPolicy | None,
@@ -161,13 +141,10 @@ def explore(
     steps: int,
     generator: torch.Generator | None = None,
 ) -> Act:
-    """One exploring decision for N observations, without gradients.
-
-    Returns the executed raw actions (N, Ta, Da) and, as extras, the chain's fine-tuned tail
-    ``chain`` (N, K'+1, Tp, Da) — ``x`` entering each of the last K' steps, then the result — and
-    ``log_prob`` (N, K'), each tail step's DPPO log-probability. ``frozen`` runs the first
-    k - K' steps (None when K' = k).
-    """
+    """One exploring decision for N observations (step 1), without gradients: the executed raw
+    actions (N, Ta, Da) and, as extras, the chain's fine-tuned tail ``chain`` (N, K'+1, Tp, Da)
+    (``x`` entering each of the last K' steps, then the result) and ``log_prob`` (N, K'), each
+    tail step's DPPO log-probability. ``frozen`` runs the first k - K' steps."""
     ft, executed = config.ft_denoising_steps, executed_slice(policy)
     with torch.inference_mode():
         chain = policy.sample_chain(
@@ -220,57 +197,10 @@ def step_log_prob(
     return dppo_log_prob(per_element, executed_slice(policy), config.logprob_clip)
 
 
-def actor_step(
-    policy: DiffusionPolicy,
-    optimizer: torch.optim.Optimizer,
-    config: DPPOConfig,
-    obs: Obs,
-    x_prev: Tensor,
-    x_next: Tensor,
-    index: Tensor,
-    old_log_prob: Tensor,
-    advantages: Tensor,
-    clip: Tensor,
-    steps: int,
-) -> dict[str, float]:
-    """One clipped-PPO step of the fine-tuned weights on a minibatch of B (decision, denoising
-    step) pairs: the transitions ``x_prev -> x_next`` (B, Tp, Da) at chain index ``index`` (B,)
-    with their old log-probabilities, (normalized, discounted) advantages and clip ε_j, each
-    (B,). The minibatch's gradient accumulates over slices of ``forward_batch_size`` pairs.
-
-    Returns the minibatch means of the loss (``policy``), the approximate KL ``E[(ρ − 1) − log
-    ρ]`` (``kl``), the clipped fraction (``clipfrac``) and the ratio (``ratio``).
-    """
-    size = len(index)
-    sums = dict.fromkeys(("policy", "kl", "clipfrac", "ratio"), 0.0)
-    optimizer.zero_grad(set_to_none=True)
-    for part in torch.arange(size, device=index.device).split(config.forward_batch_size):
-        new_log_prob = step_log_prob(
-            policy,
-            {key: v[part] for key, v in obs.items()},
-            x_prev[part],
-            x_next[part],
-            index[part],
-            config,
-            steps,
-        )
-        log_ratio = new_log_prob - old_log_prob[part]
-        ratio, eps, adv = log_ratio.exp(), clip[part], advantages[part]
-        clipped = torch.minimum(torch.maximum(ratio, 1 - eps), 1 + eps)
-        loss = torch.max(-adv * ratio, -adv * clipped).sum()
-        (loss / size).backward()
-        with torch.no_grad():
-            sums["policy"] += float(loss)
-            sums["kl"] += float(((ratio - 1) - log_ratio).sum())
-            sums["clipfrac"] += float(((ratio - 1).abs() > eps).sum())
-            sums["ratio"] += float(ratio.sum())
-    if config.max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-    optimizer.step()
-    return {name: total / size for name, total in sums.items()}
-
-
 # -- the run ----------------------------------------------------------------------------------
+
+STATISTICS = ("policy", "value", "approx_kl", "clipfrac", "ratio")
+"""What the update records per minibatch, logged as ``loss/<name>`` (means over the iteration)."""
 
 
 def train(
@@ -289,220 +219,87 @@ def train(
     (fine-tuned weights at every step), measured at the end when K' < k; ``eval_after``
     otherwise."""
     with torch_threads(config.torch_threads):
-        return _train(config, rollouts, Path(out), policy, dict(card or {}), progress)
+        session = RunSession("dppo", out, config, RESUMABLE_CHANGES, DiffusionPolicy)
+        if session.finished:
+            measured = session.state["eval_after_checkpoint"]
+            return session.result(eval_after_checkpoint=dict(measured))
+        torch.manual_seed(config.seed)
+        policy = session.policy or policy
+        if policy is None:
+            raise RobopolicyError("dppo fine-tunes a diffusion policy: give a checkpoint")
+        if not isinstance(policy, DiffusionPolicy):
+            raise RobopolicyError(
+                f"dppo fine-tunes a diffusion policy, not {type(policy).__name__}"
+            )
+        if policy.config.image_keys:
+            raise RobopolicyError("dppo's critic reads low-dimensional observations only")
+        policy = policy.to(config.device).train()
+        policy.normalizer.to(config.device)
+        c, k, ft = policy.config, config.denoising_steps, config.ft_denoising_steps
+        k = k or c.inference_steps
+        if k > c.num_train_timesteps or ft > k:
+            raise RobopolicyError(
+                f"need ft_denoising_steps ({ft}) <= denoising_steps ({k}) <= the policy's "
+                f"{c.num_train_timesteps} train timesteps"
+            )
+        policy.set_sampler(config.sampler, steps=k, eta=0.0)  # the evaluated, saved sampler
+        with session.rollouts(rollouts, c) as (collector, evaluator):
+            run = DPPORun(session, policy, evaluator, dict(card or {}))
+            run.loop(collector, progress)
+        return session.result(eval_after_checkpoint=run.eval_after_checkpoint)
 
 
-def _train(
-    config: DPPOConfig,
-    rollouts: RolloutFactory,
-    out: Path,
-    policy: DiffusionPolicy | None,
-    card: dict[str, Any],
-    progress: bool,
-) -> RunResult:
-    session = RunSession("dppo", out, config, RESUMABLE_CHANGES, DiffusionPolicy)
-    state = session.state
-    if session.finished:
-        return session.result(eval_after_checkpoint=dict(state["eval_after_checkpoint"]))
-    device = torch.device(config.device)
+class DPPORun:
+    """One invocation of a DPPO run: the critic, optimizers and generator (restored when
+    resuming) beside the policy, and the steps 1-5 of an iteration, which :meth:`loop` runs."""
 
-    # -- the policy, its frozen copy ---------------------------------------------------------
-    torch.manual_seed(config.seed)
-    policy = session.policy or policy
-    if policy is None:
-        raise RobopolicyError("dppo fine-tunes a diffusion policy: give a checkpoint")
-    if not isinstance(policy, DiffusionPolicy):
-        raise RobopolicyError(f"dppo fine-tunes a diffusion policy, not {type(policy).__name__}")
-    if policy.config.image_keys:
-        raise RobopolicyError("dppo's critic reads low-dimensional observations only")
-    policy = policy.to(device).train()
-    policy.normalizer.to(device)
-    c = policy.config
-    k = config.denoising_steps or c.inference_steps
-    ft = config.ft_denoising_steps
-    if k > c.num_train_timesteps or ft > k:
-        raise RobopolicyError(
-            f"need ft_denoising_steps ({ft}) <= denoising_steps ({k}) <= the policy's "
-            f"{c.num_train_timesteps} train timesteps"
-        )
-    # the checkpoint's own sampler becomes the deterministic one evaluated here
-    policy.set_sampler(config.sampler, steps=k, eta=0.0)
-    frozen = copy.deepcopy(policy).eval().requires_grad_(False)
-    if state is not None:
-        frozen.load_state_dict(state["frozen"])
-    collector, evaluate = session.rollouts(rollouts, c)
-    try:
-        # -- the critic, optimizers, statistics --------------------------------------------------
-        value = ValueNetwork(
-            config.value, obs_keys=c.obs_keys, n_obs_steps=c.n_obs_steps, state_dim=c.state_dim
+    def __init__(
+        self, session: RunSession, policy: DiffusionPolicy, evaluator: Evaluator, card: dict
+    ) -> None:
+        self.session, self.policy, self.evaluator, self.card = session, policy, evaluator, card
+        self.config = c = session.config
+        self.device = device = torch.device(c.device)
+        self.k, self.ft = policy.config.inference_steps, c.ft_denoising_steps
+        self.executed = executed_slice(policy)
+        self.frozen = copy.deepcopy(policy).eval().requires_grad_(False)  # runs the first k − K'
+        self.critic = Critic(c, policy.config, device)
+        adam = functools.partial(torch.optim.Adam, fused=device.type in ("cpu", "cuda"))
+        self.actor_optimizer = adam(policy.parameters(), lr=c.actor_lr)
+        self.critic_optimizer = adam(self.critic.net.parameters(), lr=c.critic_lr)
+        self.generator = torch.Generator(device).manual_seed(c.seed)
+        self.clip = clip_schedule(
+            self.ft, c.clip_ploss_coef_base, c.clip_ploss_coef, c.clip_ploss_coef_rate
         ).to(device)
-        fused = device.type in ("cpu", "cuda")
-        actor_optimizer = torch.optim.Adam(policy.parameters(), lr=config.actor_lr, fused=fused)
-        critic_optimizer = torch.optim.Adam(value.parameters(), lr=config.critic_lr, fused=fused)
-        scaler = RewardScaler(config.num_envs, config.gamma, clip=config.reward_clip)
-        generator = torch.Generator(device).manual_seed(config.seed)
-        eval_after_checkpoint: dict[str, float] = {}
-        if state is not None:
-            value.load_state_dict(state["value"])
-            actor_optimizer.load_state_dict(state["actor_optimizer"])
-            critic_optimizer.load_state_dict(state["critic_optimizer"])
-            scaler.stats.load_state_dict(state["reward_stats"])  # per-env returns restart at 0
-            generator.set_state(state["generator"])
+        self.discount = denoising_discount(self.ft, c.gamma_denoising).to(device)
+        self.timing = {"act": 0.0, "critic": 0.0}
+        self.eval_after_checkpoint: dict[str, float] = {}  # measured by the last iteration
+        if session.state is not None:
+            self.frozen.load_state_dict(session.state["frozen"])
+            self.critic.load_state_dict(session.state)
+            self.actor_optimizer.load_state_dict(session.state["actor_optimizer"])
+            self.critic_optimizer.load_state_dict(session.state["critic_optimizer"])
+            self.generator.set_state(session.state["generator"])
 
-        # -- acting ------------------------------------------------------------------------------
-        executed = executed_slice(policy)
-        first_ft = k - ft  # index of the first fine-tuned step in the k-step chain
-        timing = {"act": 0.0, "critic": 0.0}
-
-        def act(obs: Obs) -> Act:
-            """The exploring policy (:func:`explore`), timed."""
-            tick = time.perf_counter()
-            obs = {key: obs[key].to(device) for key in c.obs_keys}
-            out = explore(policy, frozen, obs, config, k, generator)
-            timing["act"] += time.perf_counter() - tick
-            return out
-
-        def act_deterministic(obs: Obs, *, composite: bool = True) -> Act:
-            """DPPO's deterministic sampler (ancestral DDPM, or DDIM with eta 0); the frozen copy
-            runs the early steps unless ``composite`` is False."""
-            obs = {key: obs[key].to(device) for key in c.obs_keys}
-            with torch.inference_mode():
-                split = composite and ft < k
-                chain = policy.sample_chain(
-                    obs,
-                    steps=k,
-                    sampler=config.sampler,
-                    eta=0.0,
-                    min_std=0.0,
-                    frozen=frozen if split else None,
-                    finetune_steps=ft if split else None,
-                    generator=generator,
-                )
-            return Act(chain.actions[:, executed], {})
-
-        def evaluation(*, composite: bool = True) -> dict[str, float]:
-            policy.eval()
-            # evaluation draws from its own generator, so it does not shift training's noise
-            saved = generator.get_state()
-            generator.manual_seed(config.eval_seed)
-            figures = evaluate(lambda obs: act_deterministic(obs, composite=composite))
-            generator.set_state(saved)
-            policy.train()
-            return figures
-
-        def save() -> Path:
-            tree = {
-                "value": value.state_dict(),
-                "frozen": frozen.state_dict(),
-                "actor_optimizer": actor_optimizer.state_dict(),
-                "critic_optimizer": critic_optimizer.state_dict(),
-                "reward_stats": scaler.stats.state_dict(),
-                "generator": generator.get_state(),
-                "eval_after_checkpoint": eval_after_checkpoint,  # set by the final iteration
-            }
-            facts = {"dppo": {"denoising_steps": k, "ft_denoising_steps": ft}}
-            return session.save(policy, tree, card | facts)
-
-        # -- the loop ----------------------------------------------------------------------------
-        session.start(evaluation, progress=progress)
-        clip_eps = clip_schedule(
-            ft, config.clip_ploss_coef_base, config.clip_ploss_coef, config.clip_ploss_coef_rate
-        ).to(device)
-        discount = denoising_discount(ft, config.gamma_denoising).to(device)
+    def loop(self, collector: RolloutCollector, progress: bool) -> None:
+        """Iterations until the budget is met, then the last checkpoint and the curves."""
+        session, cadence, timing = self.session, self.config.cadence, self.timing
+        session.start(self.evaluation, progress=progress)
         while session.running:
             tick = time.perf_counter()
-
-            # 1. collect
-            if config.reset_every_iteration:
-                collector.reset(config.seed + 1000 * config.num_envs * session.iteration)
-                scaler.returns.zero_()
-            timing.update(act=0.0, critic=0.0)
-            policy.eval()
-            batch = collector.collect(act, config.n_steps).to(device)
-            policy.train()
+            batch = self.collect(collector)
             collected = time.perf_counter()
             session.collected(batch.env_steps)
-
-            # 2-3. rewards, values, advantages (a chunk is one step of DPPO's MDP: its summed
-            # reward, γ once; or γ per environment step)
-            advantages, returns, values = batch_advantages(
-                per_decision(batch) if config.discount == "decision" else batch,
-                lambda obs: value.batched(obs, policy.normalizer),
-                gamma=config.gamma,
-                lam=config.gae_lambda,
-                scaler=scaler if config.reward_scaling else None,
-            )
+            advantages, returns, values = self.advantages(batch)
             advantaged = time.perf_counter()
-
-            # 4. minibatch epochs over (decision, denoising step) pairs
-            obs = {key: batch.obs[key].flatten(0, 1) for key in c.obs_keys}
-            chains = batch.extras["chain"].flatten(0, 1)  # (D, K'+1, Tp, Da)
-            old_log_prob = batch.extras["log_prob"].flatten(0, 1)  # (D, K')
-            decisions = chains.shape[0]
-            pairs = decisions * ft
-            n_minibatches = max(1, pairs // config.batch_size)
-            minibatch = min(config.batch_size, pairs)
-            warmup = session.iteration <= config.critic_warmup_iterations
-            stats: dict[str, list[float]] = {
-                k_: [] for k_ in ("policy", "value", "kl", "clipfrac", "ratio")
-            }
-            stopped = False
-            for _ in range(config.update_epochs):
-                order = torch.randperm(pairs, generator=generator, device=device)
-                critic_order = torch.randperm(decisions, generator=generator, device=device)
-                critic_parts = critic_order.tensor_split(n_minibatches)
-                for b in range(n_minibatches):
-                    rows = order[b * minibatch : (b + 1) * minibatch]
-                    d, j = rows // ft, rows % ft
-                    if not warmup:  # the actor; advantages normalized, then discounted
-                        adv = normalize(advantages[d]) if config.norm_adv else advantages[d]
-                        figures = actor_step(
-                            policy,
-                            actor_optimizer,
-                            config,
-                            {key: v[d] for key, v in obs.items()},
-                            chains[d, j],
-                            chains[d, j + 1],
-                            j + first_ft,
-                            old_log_prob[d, j],
-                            adv * discount[j],
-                            clip_eps[j],
-                            k,
-                        )
-                        for name, figure in figures.items():
-                            stats[name].append(figure)
-                    # the critic: its own minibatch of decisions
-                    critic_tick = time.perf_counter()
-                    vrows = critic_parts[b]
-                    critic_loss = value_loss(
-                        value({key: v[vrows] for key, v in obs.items()}, policy.normalizer),
-                        returns[vrows],
-                        old=values[vrows],
-                        clip=config.clip_vloss_coef,
-                    )
-                    critic_optimizer.zero_grad(set_to_none=True)
-                    (config.vf_coef * critic_loss).backward()
-                    critic_optimizer.step()
-                    timing["critic"] += time.perf_counter() - critic_tick
-                    stats["value"].append(float(critic_loss.detach()))
-                    if not warmup and config.target_kl is not None:
-                        stopped = stats["kl"][-1] > config.target_kl
-                        if stopped:
-                            break
-                if stopped:
-                    break
+            stats, stopped = self.update(batch, advantages, returns, values)
             updated = time.perf_counter()
 
             # 5. log, evaluate, checkpoint
-            scalars = episode_figures(batch) | {
-                "loss/policy": mean(stats["policy"]),
-                "loss/value": mean(stats["value"]),
-                "loss/approx_kl": mean(stats["kl"]),
-                "loss/clipfrac": mean(stats["clipfrac"]),
-                "loss/ratio": mean(stats["ratio"]),
+            scalars = episode_figures(batch) | {f"loss/{n}": mean(v) for n, v in stats.items()}
+            scalars |= {
                 "loss/explained_variance": explained_variance(values, returns),
                 "loss/kl_stop": float(stopped),
-                "train/reward_scale": float(scaler.stats.std) if config.reward_scaling else 1.0,
+                "train/reward_scale": self.critic.reward_scale,
                 "time/iteration_s": updated - tick,
                 "time/env_steps_per_s": batch.env_steps / (updated - tick),
                 "time/collect_s": collected - tick,
@@ -512,32 +309,165 @@ def _train(
                 "time/update_s": updated - advantaged,
                 "time/update_critic_s": timing["critic"],
             }
-            if session.due(config.eval_every):
-                scalars |= session.evaluated(evaluation())
-            if session.final:
-                eval_after_checkpoint = (
-                    evaluation(composite=False) if ft < k else dict(session.eval_after)
-                )
-                scalars |= {f"eval_checkpoint/{k}": v for k, v in eval_after_checkpoint.items()}
+            if session.due(cadence.eval_every):
+                scalars |= session.evaluated(self.evaluation())
+            if session.final:  # the checkpoint's own policy: the evaluated one when K' = k
+                same = self.ft == self.k
+                after = session.eval_after if same else self.evaluation(composite=False)
+                self.eval_after_checkpoint = dict(after)
+                scalars |= {f"eval_checkpoint/{key}": v for key, v in after.items()}
             scalars["time/eval_s"] = time.perf_counter() - updated
             session.log(batch.env_steps, scalars)
-            if session.due(config.checkpoint_every):
-                save()
-        session.close(save, task=card.get("task"))
-    finally:
-        collector.close()
-        evaluate.close()
-    return session.result(eval_after_checkpoint=eval_after_checkpoint)
+            if session.due(cadence.checkpoint_every):
+                self.save()
+        session.close(self.save, task=self.card.get("task"))
 
+    def collect(self, collector: RolloutCollector) -> RolloutBatch:
+        """1. T decisions of the N envs (on fresh episodes with ``reset_every_iteration``)."""
+        config = self.config
+        if config.reset_every_iteration:
+            collector.reset(config.seed + 1000 * config.num_envs * self.session.iteration)
+            self.critic.scaler.returns.zero_()
+        self.timing.update(act=0.0, critic=0.0)
+        self.policy.eval()
+        batch = collector.collect(self.act, config.n_steps).to(self.device)
+        self.policy.train()
+        return batch
 
-def per_decision(batch: RolloutBatch) -> RolloutBatch:
-    """``batch`` with each chunk one step: its rewards summed undiscounted (DPPO's MDP)."""
-    return dataclasses.replace(
-        batch,
-        rewards=(batch.rewards * batch.executed).sum(-1, keepdim=True),
-        executed=torch.ones_like(batch.executed[..., :1]),
-        dones=batch.dones.any(-1, keepdim=True),
-    )
+    def act(self, obs: Obs) -> Act:
+        """The exploring policy (:func:`explore`), timed."""
+        tick = time.perf_counter()
+        obs = {key: obs[key].to(self.device) for key in self.policy.config.obs_keys}
+        out = explore(self.policy, self.frozen, obs, self.config, self.k, self.generator)
+        self.timing["act"] += time.perf_counter() - tick
+        return out
+
+    def advantages(self, batch: RolloutBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """2-3. Advantages, returns and values, over decisions or env steps (``discount``)."""
+        decisions = per_decision(batch) if self.config.discount == "decision" else batch
+        return self.critic.advantages(decisions, self.policy.normalizer)
+
+    def update(
+        self, batch: RolloutBatch, advantages: Tensor, returns: Tensor, values: Tensor
+    ) -> tuple[dict[str, list[float]], bool]:
+        """4. Each minibatch's figures, and whether a minibatch's KL stopped the update."""
+        config, ft, device, generator = self.config, self.ft, self.device, self.generator
+        obs = {key: batch.obs[key].flatten(0, 1) for key in self.policy.config.obs_keys}
+        chains = batch.extras["chain"].flatten(0, 1)  # (D, K'+1, Tp, Da)
+        old_log_prob = batch.extras["log_prob"].flatten(0, 1)  # (D, K')
+        decisions, pairs = chains.shape[0], chains.shape[0] * ft
+        n_minibatches = max(1, pairs // config.batch_size)
+        minibatch = min(config.batch_size, pairs)
+        warmup = self.session.iteration <= config.critic_warmup_iterations
+        stats: dict[str, list[float]] = {name: [] for name in STATISTICS}
+        limit = math.inf if warmup or config.target_kl is None else config.target_kl
+        for _ in range(config.update_epochs):
+            order = torch.randperm(pairs, generator=generator, device=device)
+            critic_order = torch.randperm(decisions, generator=generator, device=device)
+            critic_parts = critic_order.tensor_split(n_minibatches)
+            for b in range(n_minibatches):
+                rows = order[b * minibatch : (b + 1) * minibatch]
+                d, j = rows // ft, rows % ft
+                if not warmup:  # the actor
+                    adv = normalize(advantages[d]) if config.norm_adv else advantages[d]
+                    figures = self.actor_step(obs, chains, old_log_prob, d, j, adv)
+                    for name, figure in figures.items():
+                        stats[name].append(figure)
+                stats["value"].append(self.critic_step(obs, critic_parts[b], returns, values))
+                if stats["approx_kl"] and stats["approx_kl"][-1] > limit:
+                    return stats, True  # the KL stop
+        return stats, False
+
+    def actor_step(
+        self, obs: Obs, chains: Tensor, old_log_prob: Tensor, d: Tensor, j: Tensor, adv: Tensor
+    ) -> dict[str, float]:
+        """A clipped-PPO step on B pairs (decision d, fine-tuned step j) (B,) with advantages
+        ``adv`` (B,), discounted here; the minibatch's mean loss, approximate KL
+        ``E[(ρ − 1) − log ρ]``, clipped fraction and ratio."""
+        config, size = self.config, len(d)
+        sums = dict.fromkeys(("policy", "approx_kl", "clipfrac", "ratio"), 0.0)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        for part in torch.arange(size, device=d.device).split(config.forward_batch_size):
+            dp, jp = d[part], j[part]
+            new_log_prob = step_log_prob(
+                self.policy,
+                {key: v[dp] for key, v in obs.items()},
+                chains[dp, jp],
+                chains[dp, jp + 1],
+                jp + self.k - self.ft,  # the step's index in the k-step chain
+                config,
+                self.k,
+            )
+            log_ratio = new_log_prob - old_log_prob[dp, jp]
+            ratio, eps, a = log_ratio.exp(), self.clip[jp], adv[part] * self.discount[jp]
+            clipped = torch.minimum(torch.maximum(ratio, 1 - eps), 1 + eps)
+            loss = torch.max(-a * ratio, -a * clipped).sum()
+            (loss / size).backward()
+            with torch.no_grad():
+                sums["policy"] += float(loss)
+                sums["approx_kl"] += float(((ratio - 1) - log_ratio).sum())
+                sums["clipfrac"] += float(((ratio - 1).abs() > eps).sum())
+                sums["ratio"] += float(ratio.sum())
+        if config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), config.max_grad_norm)
+        self.actor_optimizer.step()
+        return {name: total / size for name, total in sums.items()}
+
+    def critic_step(self, obs: Obs, rows: Tensor, returns: Tensor, values: Tensor) -> float:
+        """One step of the critic on the decisions ``rows``, timed; returns its loss."""
+        tick = time.perf_counter()
+        loss = value_loss(
+            self.critic.net({key: v[rows] for key, v in obs.items()}, self.policy.normalizer),
+            returns[rows],
+            old=values[rows],
+            clip=self.config.clip_vloss_coef,
+        )
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        (self.config.vf_coef * loss).backward()
+        self.critic_optimizer.step()
+        self.timing["critic"] += time.perf_counter() - tick
+        return float(loss.detach())
+
+    def act_deterministic(self, obs: Obs, *, composite: bool = True) -> Act:
+        """DPPO's deterministic sampler, the frozen copy running the first k − K' steps when
+        ``composite`` (module docstring)."""
+        obs = {key: obs[key].to(self.device) for key in self.policy.config.obs_keys}
+        split = composite and self.ft < self.k
+        with torch.inference_mode():
+            chain = self.policy.sample_chain(
+                obs,
+                steps=self.k,
+                sampler=self.config.sampler,
+                eta=0.0,
+                min_std=0.0,
+                frozen=self.frozen if split else None,
+                finetune_steps=self.ft if split else None,
+                generator=self.generator,
+            )
+        return Act(chain.actions[:, self.executed], {})
+
+    def evaluation(self, *, composite: bool = True) -> dict[str, float]:
+        """:meth:`act_deterministic`'s figures (noise from ``eval_seed``; training's unshifted)."""
+        self.policy.eval()
+        saved = self.generator.get_state()
+        self.generator.manual_seed(self.config.cadence.eval_seed)
+        figures = self.evaluator(functools.partial(self.act_deterministic, composite=composite))
+        self.generator.set_state(saved)
+        self.policy.train()
+        return figures
+
+    def save(self) -> Path:
+        """A checkpoint of the fine-tuned policy, with all that a resume needs."""
+        tree = {
+            **self.critic.state_dict(),
+            "frozen": self.frozen.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "eval_after_checkpoint": self.eval_after_checkpoint,
+        }
+        facts = {"dppo": {"denoising_steps": self.k, "ft_denoising_steps": self.ft}}
+        return self.session.save(self.policy, tree, self.card | facts)
 
 
 # -- ``robopolicy finetune --algo dppo`` ---------------------------------------------------------

@@ -91,6 +91,7 @@ pi0 and Transport runs use, touches the base only to act.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections import defaultdict
@@ -109,7 +110,16 @@ from robopolicy.rl.advantages import discounted_chunk_rewards
 from robopolicy.rl.dsrl_config import RESUMABLE_CHANGES, DSRLConfig
 from robopolicy.rl.offpolicy import QEnsemble, ReplayBuffer
 from robopolicy.rl.registry import register_algorithm
-from robopolicy.rl.rollout import Act, ActFn, Obs, RolloutBatch, RolloutFactory
+from robopolicy.rl.rollout import (
+    Act,
+    ActFn,
+    Evaluator,
+    Obs,
+    RolloutBatch,
+    RolloutCollector,
+    RolloutFactory,
+    executed_slice,
+)
 from robopolicy.rl.session import RunResult, RunSession, origin_card, torch_threads
 
 # -- what the replay buffer keeps of a decision ---------------------------------------------------
@@ -161,243 +171,259 @@ def train(
     base's sampling while acting), ``env`` (the collector: stepping the envs), ``replay``
     (storing decisions), ``update`` (SAC updates), ``eval`` (evaluations)."""
     with torch_threads(config.torch_threads):
-        return _train(config, base, rollouts, Path(out), dict(card or {}), progress)
+        session = RunSession("dsrl", out, config, RESUMABLE_CHANGES, SteeredPolicy)
+        if session.finished:
+            counts = ("decisions", "updates", "timing")
+            return session.result(**{key: session.state[key] for key in counts})
+        torch.manual_seed(config.seed)
+        if session.policy is not None:
+            steered = session.policy
+        elif base is None:
+            raise RobopolicyError("dsrl needs a base policy (a diffusion or flow checkpoint)")
+        else:
+            steered = SteeredPolicy.around(base, config.actor, config.base_steps)
+        run = DSRLRun(session, steered, dict(card or {}))
+        seed = config.seed + run.episodes  # the training seeds go on where they stopped
+        with session.rollouts(rollouts, run.policy_config, seed=seed) as (collector, evaluator):
+            run.loop(collector, evaluator, progress)
+        return session.result(decisions=run.decisions, updates=run.updates, timing=run.timing)
 
 
-def _train(
-    config: DSRLConfig,
-    base: Policy | None,
-    rollouts: RolloutFactory,
-    out: Path,
-    card: dict[str, Any],
-    progress: bool,
-) -> RunResult:
-    session = RunSession("dsrl", out, config, RESUMABLE_CHANGES, SteeredPolicy)
-    state = session.state
-    if session.finished:
-        counts = ("decisions", "updates", "timing")
-        return session.result(**{key: state[key] for key in counts})
-    device = torch.device(config.device)
+class DSRLRun:
+    """One invocation of a DSRL run: the steered policy (its frozen base and its actor), the
+    critics and their targets, the temperature, the optimizer, the replay buffer, the generator
+    of every draw and the counters (restored when resuming), and the steps of an iteration in
+    the order :meth:`loop` runs them (module docstring)."""
 
-    # -- the steered policy --------------------------------------------------------------------
-    torch.manual_seed(config.seed)
-    if session.policy is not None:
-        steered = session.policy
-    elif base is None:
-        raise RobopolicyError("dsrl needs a base policy (a diffusion or flow checkpoint)")
-    else:
-        steered = SteeredPolicy.around(base, config.actor, config.base_steps)
-    steered = steered.to(device).train()
-    actor, frozen, c = steered.actor, steered.base, steered.config
-    bound, latent_dim = c.actor.noise_bound, c.latent_dim
-    feature_dim = c.n_obs_steps * c.state_dim
-    first, ta = c.n_obs_steps - 1, c.n_action_steps
+    def __init__(self, session: RunSession, steered: SteeredPolicy, card: dict) -> None:
+        self.session, self.card = session, card
+        self.config = config = session.config
+        self.device = device = torch.device(config.device)
+        self.steered = steered = steered.to(device).train()
+        self.actor, self.frozen = steered.actor, steered.base
+        self.policy_config = c = steered.config
+        self.bound, latent_dim = c.actor.noise_bound, c.latent_dim
+        feature_dim = c.n_obs_steps * c.state_dim
+        self.executed = executed_slice(steered)
+        self.critic = QEnsemble(
+            feature_dim + latent_dim,
+            config.critic_hidden_dims,
+            config.num_critics,
+            config.critic_activation,
+            config.critic_layer_norm,
+        ).to(device)
+        self.target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.tensor(
+            math.log(config.init_alpha), device=device, requires_grad=True
+        )
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": list(self.actor.parameters()), "lr": config.actor_lr},
+                {"params": list(self.critic.parameters()), "lr": config.critic_lr},
+                {"params": [self.log_alpha], "lr": config.alpha_lr},
+            ],
+            fused=device.type in ("cpu", "cuda"),
+        )
+        self.buffer = ReplayBuffer(config.buffer_size, feature_dim, latent_dim, device)
+        self.generator = torch.Generator(device).manual_seed(config.seed)
+        self.decisions = self.updates = self.episodes = 0
+        self.timing = dict.fromkeys(("actor", "base", "env", "replay", "update", "eval"), 0.0)
+        if session.state is not None:
+            self.restore(session.state)
+        self.critic_params = list(self.critic.parameters())
+        self.target_params = list(self.target.parameters())
+        # what the next log reports: episodes that ended, SAC losses, what the latents did
+        self.ended: dict[str, list[Tensor]] = defaultdict(list)
+        self.losses: dict[str, list[Tensor]] = defaultdict(list)
+        self.watch: dict[str, list[float]] = defaultdict(list)
 
-    # -- critics, optimizer, buffer, counters --------------------------------------------------
-    critic = QEnsemble(
-        feature_dim + latent_dim,
-        config.critic_hidden_dims,
-        config.num_critics,
-        config.critic_activation,
-        config.critic_layer_norm,
-    ).to(device)
-    target = copy.deepcopy(critic).requires_grad_(False)
-    log_alpha = torch.tensor(math.log(config.init_alpha), device=device, requires_grad=True)
-    optimizer = torch.optim.Adam(
-        [
-            {"params": list(actor.parameters()), "lr": config.actor_lr},
-            {"params": list(critic.parameters()), "lr": config.critic_lr},
-            {"params": [log_alpha], "lr": config.alpha_lr},
-        ],
-        fused=device.type in ("cpu", "cuda"),
-    )
-    buffer = ReplayBuffer(config.buffer_size, feature_dim, latent_dim, device)
-    generator = torch.Generator(device).manual_seed(config.seed)
-    decisions = updates = episodes_ended = 0
-    timing = dict.fromkeys(("actor", "base", "env", "replay", "update", "eval"), 0.0)
-    if state is not None:
-        critic.load_state_dict(state["critic"])
-        target.load_state_dict(state["target"])
-        optimizer.load_state_dict(state["optimizer"])
-        with torch.no_grad():
-            log_alpha.copy_(state["log_alpha"])
-        buffer.load_state_dict(state["replay"])
-        generator.set_state(state["generator"])
-        decisions, updates = int(state["decisions"]), int(state["updates"])
-        episodes_ended, timing = int(state["episodes"]), dict(state["timing"])
-    critic_params, target_params = list(critic.parameters()), list(target.parameters())
-
-    # the training seeds go on where they stopped
-    collector, evaluate = session.rollouts(rollouts, c, seed=config.seed + episodes_ended)
-    try:
-        # -- acting ------------------------------------------------------------------------------
-        watch: dict[str, list[float]] = defaultdict(list)
-
-        def act(obs: Obs) -> Act:
-            """Warm-up: clipped Gaussian latents; then the actor's stochastic latent."""
-            nonlocal decisions
-            tick = time.perf_counter()
-            obs = {k: obs[k].to(device) for k in c.obs_keys}
-            size = len(obs[c.obs_keys[0]])
-            with torch.inference_mode():
-                x = steered.features(obs)
-                draw = torch.randn((size, latent_dim), generator=generator, device=device)
-                if decisions < config.warmup_decisions:
-                    w = draw.clamp(-bound, bound)
-                else:
-                    w, _ = actor.sample(x, draw)
-                w = w.view(size, c.horizon, c.action_dim)
-                sampled = time.perf_counter()
-                chunk = frozen.sample(obs, noise=w, steps=c.base_steps)
-                edge = frozen.normalizer.normalize(chunk, "action").abs() >= 0.999
-            timing["actor"] += sampled - tick
-            timing["base"] += time.perf_counter() - sampled
-            watch["latent_abs"].append(float(w.abs().mean()))
-            watch["latent_saturated"].append(float((w.abs() > 0.99 * bound).float().mean()))
-            watch["action_at_data_edge"].append(float(edge.float().mean()))
-            decisions += size
-            return Act(chunk[:, first : first + ta].clone(), {"latent": w.clone()})
-
-        def act_steered(obs: Obs) -> Act:
-            """The steered policy as evaluated: the deterministic latent."""
-            obs = {k: obs[k].to(device) for k in c.obs_keys}
-            with torch.inference_mode():
-                chunk = steered.sample(obs)
-            return Act(chunk[:, first : first + ta], {})
-
-        def act_base(gen: torch.Generator) -> ActFn:
-            """The base policy sampling its own way: w ~ N(0, I), unclipped."""
-
-            def base_act(obs: Obs) -> Act:
-                obs = {k: obs[k].to(device) for k in c.obs_keys}
-                shape = (len(obs[c.obs_keys[0]]), c.horizon, c.action_dim)
-                with torch.inference_mode():
-                    w = torch.randn(shape, generator=gen, device=device)
-                    chunk = frozen.sample(obs, noise=w, steps=c.base_steps)
-                return Act(chunk[:, first : first + ta], {})
-
-            return base_act
-
-        def evaluation(policy_act: ActFn) -> dict[str, float]:
-            tick = time.perf_counter()
-            steered.eval()
-            figures = evaluate(policy_act)
-            steered.train()
-            timing["eval"] += time.perf_counter() - tick
-            return figures
-
-        # -- SAC updates -------------------------------------------------------------------------
-        losses: dict[str, list[Tensor]] = defaultdict(list)
-
-        def combine(q: Tensor) -> Tensor:
-            """(E, B) -> (B,): the ensemble's value."""
-            return q.min(0).values if config.critic_combine == "min" else q.mean(0)
-
-        def update(n: int) -> None:
-            """``n`` SAC updates (module docstring, step 3)."""
-            size = config.batch_size
-            index = torch.randint(buffer.size, (n, size), generator=generator, device=device)
-            data = buffer.gather(index)  # {field: (n, B, ...)}
-            eps = torch.randn((n, 2, size, latent_dim), generator=generator, device=device)
-            for u in range(n):
-                x, w, next_x = data["x"][u], data["w"][u], data["next_x"][u]
-                alpha = log_alpha.detach().exp()
-                with torch.no_grad():
-                    next_w, next_log_prob = actor.sample(next_x, eps[u, 0])
-                    next_q = combine(target(next_x, next_w / bound)) - alpha * next_log_prob
-                    keep = data["discount"][u] * (1.0 - data["done"][u])
-                    y = data["reward"][u] + keep * next_q
-                q = critic(x, w / bound)
-                critic_loss = 0.5 * (q - y).pow(2).mean(1).sum()
-                new_w, log_prob = actor.sample(x, eps[u, 1])
-                for p in critic_params:
-                    p.requires_grad_(False)
-                q_new = combine(critic(x, new_w / bound))
-                for p in critic_params:
-                    p.requires_grad_(True)
-                actor_loss = (alpha * log_prob - q_new).mean()
-                alpha_loss = -(log_alpha * (log_prob.detach() + config.target_entropy)).mean()
-                optimizer.zero_grad(set_to_none=True)
-                (critic_loss + actor_loss + alpha_loss).backward()
-                optimizer.step()
-                with torch.no_grad():
-                    torch._foreach_lerp_(target_params, critic_params, config.tau)
-                losses["critic"].append(critic_loss.detach())
-                losses["actor"].append(actor_loss.detach())
-                losses["alpha"].append(alpha_loss.detach())
-                losses["entropy"].append(-log_prob.detach().mean())
-                losses["q"].append(q.detach().mean())
-
-        def save() -> Path:
-            tree = {
-                "decisions": decisions,
-                "updates": updates,
-                "episodes": episodes_ended,
-                "timing": timing,
-                "critic": critic.state_dict(),
-                "target": target.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "log_alpha": log_alpha.detach(),
-                "replay": buffer.state_dict(),
-                "generator": generator.get_state(),
-            }
-            meta = card | {"eval_base": session.eval_before}
-            return session.save(steered, tree, meta, index=session.env_steps)
-
-        # -- the loop ----------------------------------------------------------------------------
-        draws = torch.Generator(device).manual_seed(config.eval_seed)
-        session.start(lambda: evaluation(act_base(draws)), progress=progress)
-        ended: dict[str, list[Tensor]] = defaultdict(list)
+    def loop(self, collector: RolloutCollector, evaluator: Evaluator, progress: bool) -> None:
+        """Iterations until the budget is met, then the last checkpoint and the curves; each
+        logs, evaluates and checkpoints once the env steps since the last time reach its
+        ``*_every`` (and at the end)."""
+        session, config, timing = self.session, self.config, self.timing
+        cadence = config.cadence
+        draws = torch.Generator(self.device).manual_seed(cadence.eval_seed)
+        base = functools.partial(self.act_base, generator=draws)
+        session.start(lambda: self.evaluation(evaluator, base), progress=progress)
         marks = dict.fromkeys(("log", "eval", "checkpoint"), session.env_steps)
         while session.running:
+            # 1. act
             tick = time.perf_counter()
             acted = timing["actor"] + timing["base"]
-            batch = collector.collect(act, config.decisions_per_iteration)
+            batch = collector.collect(self.act, config.decisions_per_iteration)
             timing["env"] += time.perf_counter() - tick - (timing["actor"] + timing["base"] - acted)
-            tock = time.perf_counter()
-            buffer.add(replay_rows(batch, steered.features, config))
-            timing["replay"] += time.perf_counter() - tock
+            # 2. store the decisions
+            self.store(batch)
             session.collected(batch.env_steps)
-            env_steps = session.env_steps
-            episodes_ended += int(batch.episodes["return"].numel())
-            for key, value in batch.episodes.items():
-                ended[key].append(value)
-            if decisions >= config.warmup_decisions and buffer.size >= config.batch_size:
+            # 3. SAC updates, once the warm-up is over
+            if self.decisions >= config.warmup_decisions and self.buffer.size >= config.batch_size:
                 tock = time.perf_counter()
                 n = round(config.utd_ratio * config.num_envs * config.decisions_per_iteration)
-                update(n)
-                updates += n
+                self.update(n)
+                self.updates += n
                 timing["update"] += time.perf_counter() - tock
 
-            # log, evaluate, checkpoint (every so many env steps)
-            final = session.final
+            # 4. log, evaluate, checkpoint (every so many env steps)
+            env_steps, final = session.env_steps, session.final
             scalars: dict[str, float] = {}
             if final or env_steps - marks["log"] >= config.log_every:
                 marks["log"] = env_steps
-                scalars |= _training_figures(ended, losses, watch, log_alpha, buffer.size)
-                total = sum(timing.values())
-                scalars |= {f"time/{k}_share": v / total for k, v in timing.items() if total}
-                scalars |= {
-                    "time/env_steps_per_s": env_steps / session.seconds,
-                    "train/updates": updates,
-                }
-                for record in (ended, losses, watch):
-                    record.clear()
-            if final or (config.eval_every and env_steps - marks["eval"] >= config.eval_every):
+                scalars |= self.training_figures()
+            if final or (cadence.eval_every and env_steps - marks["eval"] >= cadence.eval_every):
                 marks["eval"] = env_steps
-                scalars |= session.evaluated(evaluation(act_steered))
+                scalars |= session.evaluated(self.evaluation(evaluator, self.act_steered))
             session.log(batch.env_steps, scalars)
-            if final or (
-                config.checkpoint_every
-                and env_steps - marks["checkpoint"] >= config.checkpoint_every
-            ):
+            every = cadence.checkpoint_every
+            if final or (every and env_steps - marks["checkpoint"] >= every):
                 marks["checkpoint"] = env_steps
-                save()
-        session.close(save, task=card.get("task"))
-    finally:
-        collector.close()
-        evaluate.close()
-    return session.result(decisions=decisions, updates=updates, timing=timing)
+                self.save()
+        session.close(self.save, task=self.card.get("task"))
+
+    def act(self, obs: Obs) -> Act:
+        """1. Warm-up: clipped Gaussian latents; then the actor's stochastic latent."""
+        c, bound, tick = self.policy_config, self.bound, time.perf_counter()
+        obs = {k: obs[k].to(self.device) for k in c.obs_keys}
+        size = len(obs[c.obs_keys[0]])
+        with torch.inference_mode():
+            x = self.steered.features(obs)
+            draw = torch.randn((size, c.latent_dim), generator=self.generator, device=self.device)
+            if self.decisions < self.config.warmup_decisions:
+                w = draw.clamp(-bound, bound)
+            else:
+                w, _ = self.actor.sample(x, draw)
+            w = w.view(size, c.horizon, c.action_dim)
+            sampled = time.perf_counter()
+            chunk = self.frozen.sample(obs, noise=w, steps=c.base_steps)
+            edge = self.frozen.normalizer.normalize(chunk, "action").abs() >= 0.999
+        self.timing["actor"] += sampled - tick
+        self.timing["base"] += time.perf_counter() - sampled
+        self.watch["latent_abs"].append(float(w.abs().mean()))
+        self.watch["latent_saturated"].append(float((w.abs() > 0.99 * bound).float().mean()))
+        self.watch["action_at_data_edge"].append(float(edge.float().mean()))
+        self.decisions += size
+        return Act(chunk[:, self.executed].clone(), {"latent": w.clone()})
+
+    def store(self, batch: RolloutBatch) -> None:
+        """2. The batch's decisions into the replay buffer, and its ended episodes."""
+        tock = time.perf_counter()
+        self.buffer.add(replay_rows(batch, self.steered.features, self.config))
+        self.timing["replay"] += time.perf_counter() - tock
+        self.episodes += int(batch.episodes["return"].numel())
+        for key, value in batch.episodes.items():
+            self.ended[key].append(value)
+
+    def update(self, n: int) -> None:
+        """3. ``n`` SAC updates (module docstring)."""
+        config, bound, actor, log_alpha = self.config, self.bound, self.actor, self.log_alpha
+        size, latent_dim = config.batch_size, self.policy_config.latent_dim
+        index = torch.randint(
+            self.buffer.size, (n, size), generator=self.generator, device=self.device
+        )
+        data = self.buffer.gather(index)  # {field: (n, B, ...)}
+        eps = torch.randn((n, 2, size, latent_dim), generator=self.generator, device=self.device)
+        for u in range(n):
+            x, w, next_x = data["x"][u], data["w"][u], data["next_x"][u]
+            alpha = log_alpha.detach().exp()
+            with torch.no_grad():
+                next_w, next_log_prob = actor.sample(next_x, eps[u, 0])
+                next_q = self.combine(self.target(next_x, next_w / bound)) - alpha * next_log_prob
+                keep = data["discount"][u] * (1.0 - data["done"][u])
+                y = data["reward"][u] + keep * next_q
+            q = self.critic(x, w / bound)
+            critic_loss = 0.5 * (q - y).pow(2).mean(1).sum()
+            new_w, log_prob = actor.sample(x, eps[u, 1])
+            for p in self.critic_params:
+                p.requires_grad_(False)
+            q_new = self.combine(self.critic(x, new_w / bound))
+            for p in self.critic_params:
+                p.requires_grad_(True)
+            actor_loss = (alpha * log_prob - q_new).mean()
+            alpha_loss = -(log_alpha * (log_prob.detach() + config.target_entropy)).mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            (critic_loss + actor_loss + alpha_loss).backward()
+            self.optimizer.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(self.target_params, self.critic_params, config.tau)
+            self.losses["critic"].append(critic_loss.detach())
+            self.losses["actor"].append(actor_loss.detach())
+            self.losses["alpha"].append(alpha_loss.detach())
+            self.losses["entropy"].append(-log_prob.detach().mean())
+            self.losses["q"].append(q.detach().mean())
+
+    def combine(self, q: Tensor) -> Tensor:
+        """(E, B) -> (B,): the ensemble's value."""
+        return q.min(0).values if self.config.critic_combine == "min" else q.mean(0)
+
+    def training_figures(self) -> dict[str, float]:
+        """4. The means since the last log (then forgotten), time shares and update count."""
+        scalars = _training_figures(
+            self.ended, self.losses, self.watch, self.log_alpha, self.buffer.size
+        )
+        total = sum(self.timing.values())
+        scalars |= {f"time/{k}_share": v / total for k, v in self.timing.items() if total}
+        scalars |= {
+            "time/env_steps_per_s": self.session.env_steps / self.session.seconds,
+            "train/updates": self.updates,
+        }
+        for record in (self.ended, self.losses, self.watch):
+            record.clear()
+        return scalars
+
+    def act_steered(self, obs: Obs) -> Act:
+        """The steered policy as evaluated: the deterministic latent."""
+        obs = {k: obs[k].to(self.device) for k in self.policy_config.obs_keys}
+        with torch.inference_mode():
+            chunk = self.steered.sample(obs)
+        return Act(chunk[:, self.executed], {})
+
+    def act_base(self, obs: Obs, *, generator: torch.Generator) -> Act:
+        """The base policy sampling its own way: w ~ N(0, I) from ``generator``, unclipped."""
+        c = self.policy_config
+        obs = {k: obs[k].to(self.device) for k in c.obs_keys}
+        shape = (len(obs[c.obs_keys[0]]), c.horizon, c.action_dim)
+        with torch.inference_mode():
+            w = torch.randn(shape, generator=generator, device=self.device)
+            chunk = self.frozen.sample(obs, noise=w, steps=c.base_steps)
+        return Act(chunk[:, self.executed], {})
+
+    def evaluation(self, evaluator: Evaluator, act: ActFn) -> dict[str, float]:
+        """The figures of ``act``, timed."""
+        tick = time.perf_counter()
+        self.steered.eval()
+        figures = evaluator(act)
+        self.steered.train()
+        self.timing["eval"] += time.perf_counter() - tick
+        return figures
+
+    def save(self) -> Path:
+        """A steered checkpoint, named by env steps, with all that a resume needs."""
+        tree = {
+            "decisions": self.decisions,
+            "updates": self.updates,
+            "episodes": self.episodes,
+            "timing": self.timing,
+            "critic": self.critic.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "log_alpha": self.log_alpha.detach(),
+            "replay": self.buffer.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+        meta = self.card | {"eval_base": self.session.eval_before}
+        return self.session.save(self.steered, tree, meta, index=self.session.env_steps)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """What :meth:`save` stored."""
+        self.critic.load_state_dict(state["critic"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.buffer.load_state_dict(state["replay"])
+        self.generator.set_state(state["generator"])
+        self.decisions, self.updates = int(state["decisions"]), int(state["updates"])
+        self.episodes, self.timing = int(state["episodes"]), dict(state["timing"])
 
 
 def _training_figures(

@@ -6,6 +6,8 @@ import dataclasses
 import math
 from typing import Literal
 
+from robopolicy.cadence import RESUMABLE, CadenceConfig
+from robopolicy.config import FLAT
 from robopolicy.models.mlp import ACTIVATIONS
 from robopolicy.policies.steered import LatentActorConfig
 
@@ -79,18 +81,14 @@ class DSRLConfig:
     # -- logging, evaluation, checkpoints -------------------------------------------------------
     log_every: int = 5000
     """Log training scalars every this many env steps."""
-    eval_every: int = 50_000
-    """Evaluate every this many env steps (and before training and at the end); 0: only then."""
-    eval_episodes: int = 50
-    """Episodes per evaluation (seeds ``eval_seed …``)."""
-    eval_seed: int = 100_000
-    """First evaluation seed, apart from the training seeds."""
-    eval_envs: int = 10
-    """Environments evaluating in parallel."""
-    checkpoint_every: int = 100_000
-    """Checkpoint every this many env steps (and at the end); 0: only at the end."""
-    keep_checkpoints: int = 2
-    """Newest checkpoints kept."""
+    cadence: CadenceConfig = dataclasses.field(
+        default_factory=lambda: CadenceConfig(
+            eval_every=50_000, eval_episodes=50, eval_envs=10, checkpoint_every=100_000
+        ),
+        metadata=FLAT,
+    )
+    """When to evaluate and checkpoint, ``*_every`` counting env steps (spelled flat:
+    ``eval_every=0``); checkpoints are named by env steps."""
 
     def __post_init__(self) -> None:
         self.critic_hidden_dims = tuple(int(d) for d in self.critic_hidden_dims)
@@ -100,10 +98,7 @@ class DSRLConfig:
         for name in (*positive, "num_critics", "batch_size", "buffer_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_episodes", "eval_envs", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_decisions", "eval_every", "checkpoint_every", "seed", "eval_seed"):
+        for name in ("warmup_decisions", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.base_steps is not None and self.base_steps < 1:
@@ -129,11 +124,5 @@ class DSRLConfig:
             raise ValueError("buffer_size must hold at least one batch")
 
 
-RESUMABLE_CHANGES = (
-    "total_env_steps",
-    "log_every",
-    "eval_every",
-    "checkpoint_every",
-    "keep_checkpoints",
-)
+RESUMABLE_CHANGES = ("total_env_steps", "log_every", *RESUMABLE)
 """Config fields a resumed run may change (extending the budget, say)."""

@@ -85,6 +85,7 @@ and 0.40 (``tests/rl/test_fpo.py`` runs seed 0).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from pathlib import Path
@@ -96,13 +97,20 @@ from torch import Tensor
 from robopolicy.errors import RobopolicyError
 from robopolicy.policies.checkpoint import load_policy
 from robopolicy.policies.flow import FlowPolicy
-from robopolicy.rl.advantages import RewardScaler, batch_advantages, explained_variance, normalize
+from robopolicy.rl.advantages import explained_variance, normalize
 from robopolicy.rl.fpo_config import RESUMABLE_CHANGES, FPOConfig
 from robopolicy.rl.registry import register_algorithm
-from robopolicy.rl.rollout import Act, Obs, RolloutFactory
+from robopolicy.rl.rollout import (
+    Act,
+    Evaluator,
+    Obs,
+    RolloutCollector,
+    RolloutFactory,
+    executed_slice,
+)
 from robopolicy.rl.runs import episode_figures
 from robopolicy.rl.session import RunResult, RunSession, mean, origin_card, torch_threads
-from robopolicy.rl.value import ValueNetwork, value_loss
+from robopolicy.rl.value import Critic, value_loss
 
 # -- the FPO objective ------------------------------------------------------------------------
 
@@ -210,203 +218,81 @@ def train(
     """Fine-tune a copy of ``policy`` with FPO into ``out``, resuming from its ``latest``
     checkpoint when there is one (``policy`` then only anchors the ``train/drift`` curve: the
     distance of the weights from it, relative to its norm)."""
-    with torch_threads(config.torch_threads):
-        return _train(config, rollouts, Path(out), policy, dict(card or {}), progress)
-
-
-def _train(
-    config: FPOConfig,
-    rollouts: RolloutFactory,
-    out: Path,
-    policy: FlowPolicy,
-    card: dict[str, Any],
-    progress: bool,
-) -> RunResult:
     if not isinstance(policy, FlowPolicy):
         raise RobopolicyError(f"fpo fine-tunes a flow policy, not a {type(policy).__name__}")
-    c = policy.config
-    if not c.obs_keys:
+    if not policy.config.obs_keys:
         raise RobopolicyError("fpo's critic needs low-dimensional observation keys")
-    session = RunSession("fpo", out, config, RESUMABLE_CHANGES, FlowPolicy)
-    if session.finished:
+    with torch_threads(config.torch_threads):
+        session = RunSession("fpo", out, config, RESUMABLE_CHANGES, FlowPolicy)
+        if session.finished:
+            return session.result()
+        with session.rollouts(rollouts, policy.config) as (collector, evaluator):
+            FPORun(session, policy, evaluator, dict(card or {})).loop(collector, progress)
         return session.result()
-    device = torch.device(config.device)
-    anchor = torch.cat([p.detach().flatten() for p in policy.parameters()]).to(device)
-    # a copy: the caller's stays as it was; eval mode: no stochastic layers, so old and new
-    # losses compare alike
-    policy = (session.policy or copy.deepcopy(policy)).to(device).eval()
-    policy.normalizer.to(device)
-    state = session.state
-    first, ta, tp, da = c.n_obs_steps - 1, c.n_action_steps, c.horizon, c.action_dim
-    collector, evaluate = session.rollouts(rollouts, c)
-    try:
-        # -- the critic, optimizer and statistics ----------------------------------------------
-        torch.manual_seed(config.seed)
-        value = ValueNetwork(
-            config.value, obs_keys=c.obs_keys, n_obs_steps=c.n_obs_steps, state_dim=c.state_dim
-        ).to(device)
-        actor_params, critic_params = list(policy.parameters()), list(value.parameters())
-        optimizer = torch.optim.Adam(
+
+
+class FPORun:
+    """One invocation of an FPO run: a copy of the policy (the caller's stays as it was; in eval
+    mode: no stochastic layers, so old and new losses compare alike), the critic, the optimizer
+    and the generator of every draw (restored when resuming), and the steps of an iteration in
+    the order :meth:`loop` runs them (module docstring)."""
+
+    def __init__(
+        self, session: RunSession, policy: FlowPolicy, evaluator: Evaluator, card: dict
+    ) -> None:
+        self.session, self.evaluator, self.card = session, evaluator, card
+        self.config = c = session.config
+        self.device = device = torch.device(c.device)
+        self.anchor = torch.cat([p.detach().flatten() for p in policy.parameters()]).to(device)
+        self.policy = (session.policy or copy.deepcopy(policy)).to(device).eval()
+        self.policy.normalizer.to(device)
+        pc = self.policy.config
+        self.keys, self.executed = (*pc.obs_keys, *pc.image_keys), executed_slice(self.policy)
+        self.chunk_shape = (pc.horizon, pc.action_dim)  # (Tp, Da)
+        torch.manual_seed(c.seed)
+        self.critic = Critic(c, pc, device)
+        self.actor_params = list(self.policy.parameters())
+        self.critic_params = list(self.critic.net.parameters())
+        self.optimizer = torch.optim.Adam(
             [
-                {"params": actor_params, "lr": config.learning_rate},
-                {"params": critic_params, "lr": config.value_learning_rate},
+                {"params": self.actor_params, "lr": c.learning_rate},
+                {"params": self.critic_params, "lr": c.value_learning_rate},
             ],
             eps=1e-5,
         )
-        scaler = RewardScaler(config.num_envs, config.gamma, clip=config.reward_clip)
-        generator = torch.Generator().manual_seed(config.seed)
-        updates = 0
-        if state is not None:
-            value.load_state_dict(state["value"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.stats.load_state_dict(state["reward_stats"])  # per-env returns restart at 0
-            generator.set_state(state["generator"])
-            updates = int(state["updates"])
-        keys = (*c.obs_keys, *c.image_keys)
+        self.generator = torch.Generator().manual_seed(c.seed)
+        self.updates = 0
+        if session.state is not None:
+            self.critic.load_state_dict(session.state)
+            self.optimizer.load_state_dict(session.state["optimizer"])
+            self.generator.set_state(session.state["generator"])
+            self.updates = int(session.state["updates"])
 
-        # -- acting ------------------------------------------------------------------------------
-        def act(obs: Obs) -> Act:
-            """The stochastic policy (random initial noise), and the S (eps, t) pairs per chunk."""
-            obs = {k: obs[k].to(device) for k in keys}
-            n = obs[keys[0]].shape[0]
-            noise = torch.randn((n, tp, da), generator=generator)
-            eps = torch.randn((n, config.n_samples, tp, da), generator=generator)
-            t = c.min_time + (1 - c.min_time) * torch.rand(
-                (n, config.n_samples), generator=generator
-            )
-            with torch.no_grad():
-                chunk = integrate_chunk(
-                    policy, obs, noise, steps=config.sampling_steps, method=config.sampler
-                )
-            return Act(chunk[:, first : first + ta], {"chunk": chunk, "eps": eps, "t": t})
-
-        def acting_with(draw: Any) -> Any:
-            def act_eval(obs: Obs) -> Act:
-                obs = {k: obs[k].to(device) for k in keys}
-                noise = draw(obs[keys[0]].shape[0])
-                with torch.no_grad():
-                    chunk = integrate_chunk(
-                        policy, obs, noise, steps=config.eval_steps, method=config.eval_sampler
-                    )
-                return Act(chunk[:, first : first + ta], {})
-
-            return act_eval
-
-        def evaluation() -> dict[str, float]:
-            """Zero-noise figures; with ``eval_stochastic``, ``stochastic_*`` ones as well (the
-            noise seeded alike at every evaluation)."""
-            figures = evaluate(acting_with(lambda n: torch.zeros(n, tp, da)))
-            if config.eval_stochastic:
-                noise = torch.Generator().manual_seed(config.eval_seed)
-                stochastic = evaluate(
-                    acting_with(lambda n: torch.randn(n, tp, da, generator=noise))
-                )
-                figures |= {f"stochastic_{k}": v for k, v in stochastic.items()}
-            return figures
-
-        def save() -> Path:
-            tree = {
-                "updates": updates,
-                "value": value.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "reward_stats": scaler.stats.state_dict(),
-                "generator": generator.get_state(),
-            }
-            return session.save(policy, tree, card)
-
-        # -- the loop ----------------------------------------------------------------------------
-        session.start(evaluation, progress=progress)
-        decisions = config.num_envs * config.n_steps
-        minibatch = math.ceil(decisions / config.num_minibatches)
+    def loop(self, collector: RolloutCollector, progress: bool) -> None:
+        """Iterations until the budget is met, then the last checkpoint and the curves."""
+        session, config = self.session, self.config
+        session.start(self.evaluation, progress=progress)
         while session.running:
             tick = time.perf_counter()
-
             # 1. collect
-            batch = collector.collect(act, config.n_steps).to(device)
+            batch = collector.collect(self.act, config.n_steps).to(self.device)
             session.collected(batch.env_steps)
             collected = time.perf_counter()
-
             # 2-3. rewards, values, advantages (normalized over the whole batch)
-            advantages, returns, values = batch_advantages(
-                batch,
-                lambda obs: value.batched(obs, policy.normalizer),
-                gamma=config.gamma,
-                lam=config.gae_lambda,
-                scaler=scaler if config.reward_scaling else None,
-            )
+            advantages, returns, values = self.critic.advantages(batch, self.policy.normalizer)
             if config.norm_adv:
                 advantages = normalize(advantages)
-            obs = {k: batch.obs[k].flatten(0, 1) for k in keys}
+            obs = {k: batch.obs[k].flatten(0, 1) for k in self.keys}
             pairs = {k: batch.extras[k].flatten(0, 1) for k in ("chunk", "eps", "t")}
-
             # 4. the old per-pair losses, in the first epoch's minibatches
-            first_order = torch.randperm(decisions, generator=generator).to(device).split(minibatch)
-            old_losses = torch.empty(decisions, config.n_samples, device=device)
-            with torch.no_grad():
-                for rows in first_order:
-                    old_losses[rows] = batch_losses(policy, obs, pairs, rows, config)
+            first_order, old_losses = self.old_losses(obs, pairs)
             prepared = time.perf_counter()
-
             # 5. minibatch epochs
-            warmup = session.iteration <= config.critic_warmup_iterations
-            stats: dict[str, list[float]] = {
-                k: [] for k in ("policy", "value", "kl", "clipfrac", "ratio_min", "ratio_max")
-            }
-            first_error, stopped, epochs = math.nan, False, 0
-            for epoch in range(config.update_epochs):
-                order = (
-                    first_order
-                    if epoch == 0
-                    else torch.randperm(decisions, generator=generator).to(device).split(minibatch)
-                )
-                for rows in order:
-                    log_ratio = fpo_log_ratio(
-                        old_losses[rows],
-                        batch_losses(policy, obs, pairs, rows, config),
-                        per_sample=config.ratio == "per_sample",
-                        clamp=config.log_ratio_clamp,
-                    )
-                    ratio = log_ratio.exp()
-                    with torch.no_grad():
-                        approx_kl = float(((ratio - 1) - log_ratio).mean())
-                        if math.isnan(first_error):
-                            first_error = float((ratio - 1).abs().max())
-                    if config.target_kl is not None and approx_kl > config.target_kl and not warmup:
-                        stopped = True
-                        break
-                    psi = surrogate(
-                        ratio,
-                        advantages[rows],
-                        clip=config.clip_coef,
-                        trust_region=config.trust_region,
-                    )
-                    policy_loss = -psi.mean()
-                    critic_loss = value_loss(
-                        value({k: v[rows] for k, v in obs.items()}, policy.normalizer),
-                        returns[rows],
-                    )
-                    loss = config.value_coef * critic_loss + (0 if warmup else policy_loss)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if config.max_grad_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(actor_params, config.max_grad_norm)
-                        torch.nn.utils.clip_grad_norm_(critic_params, config.max_grad_norm)
-                    optimizer.step()
-                    updates += 1
-                    stats["policy"].append(float(policy_loss.detach()))
-                    stats["value"].append(float(critic_loss.detach()))
-                    stats["kl"].append(approx_kl)
-                    clipped = ((ratio.detach() - 1).abs() > config.clip_coef).float().mean()
-                    stats["clipfrac"].append(float(clipped))
-                    stats["ratio_min"].append(float(ratio.detach().min()))
-                    stats["ratio_max"].append(float(ratio.detach().max()))
-                epochs = epoch + 1
-                if stopped:
-                    break
+            stats, figures = self.update(obs, pairs, first_order, old_losses, advantages, returns)
             updated = time.perf_counter()
 
             # 6. log, evaluate, checkpoint
-            params = torch.cat([p.detach().flatten() for p in policy.parameters()])
+            params = torch.cat([p.detach().flatten() for p in self.policy.parameters()])
             scalars = episode_figures(batch) | {
                 "loss/policy": mean(stats["policy"]),
                 "loss/value": mean(stats["value"]),
@@ -414,31 +300,161 @@ def _train(
                 "loss/clipfrac": mean(stats["clipfrac"]),
                 "loss/ratio_min": min(stats["ratio_min"], default=math.nan),
                 "loss/ratio_max": max(stats["ratio_max"], default=math.nan),
-                "loss/first_ratio_error": first_error,
+                "loss/first_ratio_error": figures["first_ratio_error"],
                 "loss/explained_variance": explained_variance(values, returns),
-                "loss/kl_stop": float(stopped),
-                "loss/epochs": float(epochs),
+                "loss/kl_stop": figures["kl_stop"],
+                "loss/epochs": figures["epochs"],
                 "train/cfm_loss": float(old_losses.mean()),
-                "train/drift": float((params - anchor).norm() / anchor.norm()),
-                "train/updates": float(updates),
-                "train/reward_scale": float(scaler.stats.std) if config.reward_scaling else 1.0,
+                "train/drift": float((params - self.anchor).norm() / self.anchor.norm()),
+                "train/updates": float(self.updates),
+                "train/reward_scale": self.critic.reward_scale,
                 "time/iteration_s": updated - tick,
                 "time/env_steps_per_s": batch.env_steps / (updated - tick),
                 "time/collect_s": collected - tick,
                 "time/prepare_s": prepared - collected,
                 "time/update_s": updated - prepared,
             }
-            if session.due(config.eval_every):
-                scalars |= session.evaluated(evaluation())
+            if session.due(config.cadence.eval_every):
+                scalars |= session.evaluated(self.evaluation())
             scalars["time/eval_s"] = time.perf_counter() - updated
             session.log(batch.env_steps, scalars)
-            if session.due(config.checkpoint_every):
-                save()
-        session.close(save, task=card.get("task"))
-    finally:
-        collector.close()
-        evaluate.close()
-    return session.result()
+            if session.due(config.cadence.checkpoint_every):
+                self.save()
+        session.close(self.save, task=self.card.get("task"))
+
+    def act(self, obs: Obs) -> Act:
+        """1. The stochastic policy (random initial noise), and the S (eps, t) pairs per chunk."""
+        c, generator, samples = self.policy.config, self.generator, self.config.n_samples
+        obs = {k: obs[k].to(self.device) for k in self.keys}
+        n = obs[self.keys[0]].shape[0]
+        noise = torch.randn((n, *self.chunk_shape), generator=generator)
+        eps = torch.randn((n, samples, *self.chunk_shape), generator=generator)
+        t = c.min_time + (1 - c.min_time) * torch.rand((n, samples), generator=generator)
+        with torch.no_grad():
+            chunk = integrate_chunk(
+                self.policy,
+                obs,
+                noise,
+                steps=self.config.sampling_steps,
+                method=self.config.sampler,
+            )
+        return Act(chunk[:, self.executed], {"chunk": chunk, "eps": eps, "t": t})
+
+    def old_losses(self, obs: Obs, pairs: dict[str, Tensor]) -> tuple[list[Tensor], Tensor]:
+        """4. The first epoch's minibatches (decision rows) and the old per-pair losses (M, S),
+        computed in those minibatches by the function that computes the new ones."""
+        decisions = self.config.num_envs * self.config.n_steps
+        first_order = self.minibatches()
+        old_losses = torch.empty(decisions, self.config.n_samples, device=self.device)
+        with torch.no_grad():
+            for rows in first_order:
+                old_losses[rows] = batch_losses(self.policy, obs, pairs, rows, self.config)
+        return first_order, old_losses
+
+    def minibatches(self) -> list[Tensor]:
+        """The M decisions in a fresh shuffled order, split in ``num_minibatches``."""
+        decisions = self.config.num_envs * self.config.n_steps
+        order = torch.randperm(decisions, generator=self.generator).to(self.device)
+        return order.split(math.ceil(decisions / self.config.num_minibatches))
+
+    def update(
+        self,
+        obs: Obs,
+        pairs: dict[str, Tensor],
+        first_order: list[Tensor],
+        old_losses: Tensor,
+        advantages: Tensor,
+        returns: Tensor,
+    ) -> tuple[dict[str, list[float]], dict[str, float]]:
+        """5. Minibatch epochs (the first in ``first_order``): each minibatch's figures, and the
+        first ratio's distance from 1, whether the KL stopped the update, and the epochs run."""
+        config = self.config
+        warmup = self.session.iteration <= config.critic_warmup_iterations
+        stats: dict[str, list[float]] = {
+            k: [] for k in ("policy", "value", "kl", "clipfrac", "ratio_min", "ratio_max")
+        }
+        first_error, stopped, epochs = math.nan, False, 0
+        for epoch in range(config.update_epochs):
+            for rows in first_order if epoch == 0 else self.minibatches():
+                log_ratio = fpo_log_ratio(
+                    old_losses[rows],
+                    batch_losses(self.policy, obs, pairs, rows, config),
+                    per_sample=config.ratio == "per_sample",
+                    clamp=config.log_ratio_clamp,
+                )
+                ratio = log_ratio.exp()
+                with torch.no_grad():
+                    approx_kl = float(((ratio - 1) - log_ratio).mean())
+                    if math.isnan(first_error):
+                        first_error = float((ratio - 1).abs().max())
+                if config.target_kl is not None and approx_kl > config.target_kl and not warmup:
+                    stopped = True
+                    break
+                psi = surrogate(
+                    ratio, advantages[rows], clip=config.clip_coef, trust_region=config.trust_region
+                )
+                policy_loss = -psi.mean()
+                critic_loss = value_loss(
+                    self.critic.net({k: v[rows] for k, v in obs.items()}, self.policy.normalizer),
+                    returns[rows],
+                )
+                self.step(config.value_coef * critic_loss + (0 if warmup else policy_loss))
+                stats["policy"].append(float(policy_loss.detach()))
+                stats["value"].append(float(critic_loss.detach()))
+                stats["kl"].append(approx_kl)
+                clipped = ((ratio.detach() - 1).abs() > config.clip_coef).float().mean()
+                stats["clipfrac"].append(float(clipped))
+                stats["ratio_min"].append(float(ratio.detach().min()))
+                stats["ratio_max"].append(float(ratio.detach().max()))
+            epochs = epoch + 1
+            if stopped:
+                break
+        return stats, {
+            "first_ratio_error": first_error,
+            "kl_stop": float(stopped),
+            "epochs": epochs,
+        }
+
+    def step(self, loss: Tensor) -> None:
+        """One Adam step of the policy and the critic on ``loss``, each gradient clipped alone."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.actor_params, self.config.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.critic_params, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.updates += 1
+
+    def act_evaluated(self, obs: Obs, *, noise: torch.Generator | None = None) -> Act:
+        """The evaluated policy: integrated from zero noise, or from noise drawn from ``noise``."""
+        obs = {k: obs[k].to(self.device) for k in self.keys}
+        shape = (obs[self.keys[0]].shape[0], *self.chunk_shape)
+        x1 = torch.zeros(shape) if noise is None else torch.randn(shape, generator=noise)
+        with torch.no_grad():
+            chunk = integrate_chunk(
+                self.policy, obs, x1, steps=self.config.eval_steps, method=self.config.eval_sampler
+            )
+        return Act(chunk[:, self.executed], {})
+
+    def evaluation(self) -> dict[str, float]:
+        """Zero-noise figures; with ``eval_stochastic``, ``stochastic_*`` ones as well (the
+        noise seeded alike at every evaluation)."""
+        figures = self.evaluator(self.act_evaluated)
+        if self.config.eval_stochastic:
+            noise = torch.Generator().manual_seed(self.config.cadence.eval_seed)
+            stochastic = self.evaluator(functools.partial(self.act_evaluated, noise=noise))
+            figures |= {f"stochastic_{k}": v for k, v in stochastic.items()}
+        return figures
+
+    def save(self) -> Path:
+        """A checkpoint of the fine-tuned policy, with all that a resume needs."""
+        tree = {
+            "updates": self.updates,
+            **self.critic.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+        return self.session.save(self.policy, tree, self.card)
 
 
 # -- ``robopolicy finetune --algo fpo`` ----------------------------------------------------------

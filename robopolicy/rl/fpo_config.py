@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from robopolicy.cadence import RESUMABLE, CadenceConfig
+from robopolicy.config import FLAT
 from robopolicy.policies.flow.config import INTEGRATORS
 from robopolicy.rl.value import ValueConfig
 
@@ -82,35 +84,26 @@ class FPOConfig:
     value: ValueConfig = dataclasses.field(default_factory=ValueConfig)
     """The critic network."""
     # -- evaluation, checkpoints ---------------------------------------------------------------
-    eval_every: int = 10
-    """Evaluate every this many iterations (and before training and at the end); 0: only then."""
-    eval_episodes: int = 50
-    """Episodes per evaluation (seeds ``eval_seed …``)."""
-    eval_seed: int = 100_000
-    """First evaluation seed, apart from the training seeds."""
-    eval_envs: int = 10
-    """Environments evaluating in parallel."""
+    cadence: CadenceConfig = dataclasses.field(
+        default_factory=lambda: CadenceConfig(eval_episodes=50, eval_envs=10), metadata=FLAT
+    )
+    """When to evaluate and checkpoint, ``*_every`` counting iterations (spelled flat:
+    ``eval_every=0``)."""
     eval_sampler: Literal["euler", "midpoint"] | None = None
     """ODE integrator when evaluating (None: the policy's)."""
     eval_steps: int | None = None
     """Integration steps when evaluating (None: the policy's)."""
     eval_stochastic: bool = True
     """Also evaluate with random initial noise (``stochastic_*`` figures) besides zero noise."""
-    checkpoint_every: int = 10
-    """Checkpoint every this many iterations (and at the end); 0: only at the end."""
-    keep_checkpoints: int = 2
-    """Newest checkpoints kept."""
 
     def __post_init__(self) -> None:
         positive = ("total_env_steps", "num_envs", "n_steps", "update_epochs", "num_minibatches")
-        for name in (*positive, "torch_threads", "n_samples", "eval_episodes", "eval_envs"):
+        for name in (*positive, "torch_threads", "n_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("critic_warmup_iterations", "eval_every", "checkpoint_every", "seed"):
+        for name in ("critic_warmup_iterations", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.keep_checkpoints < 1:
-            raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if self.num_minibatches > self.num_envs * self.n_steps:
             raise ValueError("num_minibatches exceeds the decisions per iteration")
         choices = {
@@ -143,5 +136,5 @@ class FPOConfig:
                 raise ValueError(f"{name} must be positive or None, got {getattr(self, name)}")
 
 
-RESUMABLE_CHANGES = ("total_env_steps", "eval_every", "checkpoint_every", "keep_checkpoints")
+RESUMABLE_CHANGES = ("total_env_steps", *RESUMABLE)
 """Config fields a resumed run may change (extending the budget, say)."""

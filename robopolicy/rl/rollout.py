@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -170,6 +170,12 @@ def concat_envs(batches: Sequence[RolloutBatch]) -> RolloutBatch:
         final_obs={k: v[rank] for k, v in final.items()},
         episodes=join([b.episodes for b in batches], 0),
     )
+
+
+def executed_slice(policy: Any) -> slice:
+    """The actions of a policy's chunk (Tp) that run: ``[To - 1, To - 1 + Ta)``."""
+    c = policy.config
+    return slice(c.n_obs_steps - 1, c.n_obs_steps - 1 + c.n_action_steps)
 
 
 class RolloutCollector(Protocol):

@@ -1,29 +1,30 @@
 """What every RL run does around its algorithm, written once: resuming, rollouts, the cadence of
-evaluations and checkpoints, the progress bar, the curves, the result.
+evaluations and checkpoints (the config's ``cadence``, :class:`robopolicy.cadence.CadenceConfig`),
+the progress bar, the curves, the result.
 
-An algorithm's ``_train`` reads, top to bottom::
+An algorithm's ``train`` and its run class read, top to bottom::
 
     session = RunSession("dppo", out, config, RESUMABLE_CHANGES, DiffusionPolicy)
     if session.finished:                       # the budget was met by an earlier invocation
         return session.result()
     policy = session.policy or policy          # the resumed checkpoint's, else the caller's
-    collector, evaluate = session.rollouts(rollouts, policy.config)
-    try:
-        ... build the networks, load ``session.state`` into them ...
-        session.start(evaluation, progress=True)  # curves, eval_before, the progress bar
-        while session.running:
-            batch = collector.collect(act, T)
-            session.collected(batch.env_steps)
-            ... the update ...
-            if session.due(config.eval_every):
-                scalars |= session.evaluated(evaluation())
-            session.log(batch.env_steps, scalars)
-            if session.due(config.checkpoint_every):
-                session.save(policy, tree, card)
-        session.close(lambda: session.save(policy, tree, card), task=card.get("task"))
-    finally:
-        collector.close(); evaluate.close()
+    with session.rollouts(rollouts, policy.config) as (collector, evaluator):
+        run = DPPORun(session, policy, evaluator, card)   # networks, ``session.state`` loaded
+        run.loop(collector, progress)
     return session.result()
+
+    # DPPORun.loop
+    session.start(self.evaluation, progress=progress)  # curves, eval_before, the progress bar
+    while session.running:
+        batch = self.collect(collector)
+        session.collected(batch.env_steps)
+        ... the update, the iteration's scalars ...
+        if session.due(config.cadence.eval_every):
+            scalars |= session.evaluated(self.evaluation())
+        session.log(batch.env_steps, scalars)
+        if session.due(config.cadence.checkpoint_every):
+            self.save()                        # session.save(policy, tree, card)
+    session.close(self.save, task=card.get("task"))
 
 The state every checkpoint stores besides the algorithm's own (:meth:`RunSession.save`):
 ``iteration``, ``env_steps``, ``elapsed_s``, ``eval_before`` and ``eval_after``.
@@ -131,7 +132,7 @@ class RunSession:
     ) -> None:
         self.started = time.perf_counter()
         self.name, self.out, self.config = name, Path(out), config
-        self.run = RunDir(self.out, keep_last=config.keep_checkpoints)
+        self.run = RunDir(self.out, keep_last=config.cadence.keep_checkpoints)
         self.run.check_config(to_dict(config), may_change=may_change)
         self.checkpoint = self.run.latest()
         self.policy: Any = None
@@ -160,11 +161,13 @@ class RunSession:
         """The run has trained its budget already (nothing to do but report)."""
         return self.state is not None and self.env_steps >= self.config.total_env_steps
 
+    @contextlib.contextmanager
     def rollouts(
         self, rollouts: RolloutFactory, policy_config: Any, *, seed: int | None = None
-    ) -> tuple[RolloutCollector, Evaluator]:
+    ) -> Iterator[tuple[RolloutCollector, Evaluator]]:
         """The training collector (``num_envs``; ``seed`` or, by default, fresh seeds after each
-        iteration so a resume never replays episodes) and the evaluator (``eval_*``)."""
+        iteration so a resume never replays episodes) and the evaluator (``eval_*`` of the
+        cadence), both closed when the block ends."""
         c, config = policy_config, self.config
         if seed is None:
             seed = config.seed + 1000 * config.num_envs * self.iteration
@@ -174,14 +177,20 @@ class RunSession:
             n_action_steps=c.n_action_steps,
             seed=seed,
         )
-        evaluate = rollouts.evaluator(
-            episodes=config.eval_episodes,
-            n_obs_steps=c.n_obs_steps,
-            n_action_steps=c.n_action_steps,
-            seed=config.eval_seed,
-            num_envs=config.eval_envs,
-        )
-        return collector, evaluate
+        evaluate = None
+        try:
+            evaluate = rollouts.evaluator(
+                episodes=config.cadence.eval_episodes,
+                n_obs_steps=c.n_obs_steps,
+                n_action_steps=c.n_action_steps,
+                seed=config.cadence.eval_seed,
+                num_envs=config.cadence.eval_envs,
+            )
+            yield collector, evaluate
+        finally:
+            collector.close()
+            if evaluate is not None:
+                evaluate.close()
 
     def start(self, evaluation: Callable[[], dict[str, float]], *, progress: bool) -> None:
         """Open the curves (dropping any past the resumed step), evaluate the starting policy on

@@ -5,19 +5,23 @@
 Each low-dimensional key of ``obs_keys`` is normalized with the *policy's* normalizer (so the
 critic sees what the actor sees, and follows it when the normalizer's statistics are updated),
 flattened over To and concatenated. Image observations are not supported here.
+
+:class:`Critic` is that network with the run's reward statistics, as PPO, DPPO and FPO use it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from robopolicy.data.normalize import Normalizer
 from robopolicy.models.mlp import ACTIVATIONS, make_mlp
-from robopolicy.rl.rollout import Obs
+from robopolicy.rl.advantages import RewardScaler, batch_advantages
+from robopolicy.rl.rollout import Obs, RolloutBatch
 
 
 @dataclasses.dataclass
@@ -92,3 +96,46 @@ def value_loss(
         clipped = old + (new - old).clamp(-clip, clip)
         loss = torch.max(loss, (clipped - returns).pow(2))
     return 0.5 * loss.mean()
+
+
+class Critic:
+    """An on-policy run's value network and the running scale of its rewards: the advantages,
+    λ-returns and values of a batch, and the state a checkpoint keeps of both.
+
+    ``config`` is the algorithm's: its ``value`` network, ``num_envs``, ``gamma``,
+    ``gae_lambda``, ``reward_scaling`` and ``reward_clip``; ``policy_config`` gives the
+    observation keys and shapes."""
+
+    def __init__(self, config: Any, policy_config: Any, device: torch.device) -> None:
+        c = policy_config
+        self.net = ValueNetwork(
+            config.value, obs_keys=c.obs_keys, n_obs_steps=c.n_obs_steps, state_dim=c.state_dim
+        ).to(device)
+        self.scaler = RewardScaler(config.num_envs, config.gamma, clip=config.reward_clip)
+        self.gamma, self.lam, self.scaling = config.gamma, config.gae_lambda, config.reward_scaling
+
+    def advantages(
+        self, batch: RolloutBatch, normalizer: Normalizer
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(T·N,) advantages, λ-returns and values of ``batch`` (its rewards scaled first, when
+        ``reward_scaling``): :func:`~robopolicy.rl.advantages.batch_advantages`."""
+        return batch_advantages(
+            batch,
+            lambda obs: self.net.batched(obs, normalizer),
+            gamma=self.gamma,
+            lam=self.lam,
+            scaler=self.scaler if self.scaling else None,
+        )
+
+    @property
+    def reward_scale(self) -> float:
+        """What rewards are divided by (1 without ``reward_scaling``)."""
+        return float(self.scaler.stats.std) if self.scaling else 1.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value": self.net.state_dict(), "reward_stats": self.scaler.stats.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The network and the reward statistics (the per-env returns restart at 0)."""
+        self.net.load_state_dict(state["value"])
+        self.scaler.stats.load_state_dict(state["reward_stats"])

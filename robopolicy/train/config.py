@@ -16,6 +16,8 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+from robopolicy.cadence import CadenceConfig
+from robopolicy.config import FLAT
 from robopolicy.data.dataset import SequenceDatasetConfig, parse_derived
 from robopolicy.policies.base import PolicyConfig, load_policy_types
 
@@ -159,21 +161,19 @@ class TrainConfig:
     """Compute the validation loss every this many epochs (0: never)."""
     val_batches: int | None = 8
     """Validation batches per check, in a fixed order (None: all of them)."""
-    eval_every: int = 0
-    """Run the evaluation rollouts every this many epochs (0: only at the end, when the caller
-    gives an ``evaluate`` callback); a checkpoint follows every evaluation."""
-    eval_episodes: int = 50
-    """Episodes per evaluation (read by the caller that builds the callback)."""
-    eval_seed: int = 100_000
-    """First seed of the evaluation episodes (Diffusion Policy tests from 100000)."""
+    cadence: CadenceConfig = dataclasses.field(
+        default_factory=lambda: CadenceConfig(
+            eval_every=0, eval_episodes=50, eval_envs=8, checkpoint_every=1000, keep_checkpoints=3
+        ),
+        metadata=FLAT,
+    )
+    """When to evaluate and checkpoint (spelled flat: ``eval_every=5``): ``eval_every`` counts
+    epochs and runs the caller's ``evaluate`` callback (0: only at the end), a checkpoint
+    follows every evaluation; ``checkpoint_every`` counts optimizer steps; ``eval_episodes``,
+    ``eval_seed`` and ``eval_envs`` are read by the caller that builds the callback."""
     best_metric: str = "success_rate"
     """Evaluation figure (higher is better) that picks ``best``; without evaluations, the
     lowest validation loss does."""
-    checkpoint_every: int = 1000
-    """Write a checkpoint every this many optimizer steps (0: only after evaluations and at
-    the end)."""
-    keep_last: int = 3
-    """Checkpoints kept besides ``best`` (older ones are deleted), at least 1."""
     log_every: int = 50
     """Record the mean training loss every this many steps."""
     seed: int = 0
@@ -183,18 +183,15 @@ class TrainConfig:
     the same thread count."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "keep_last", "log_every"):
+        for name in ("epochs", "batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("val_every", "eval_every", "checkpoint_every", "eval_seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.val_every < 0:
+            raise ValueError(f"val_every must be >= 0, got {self.val_every}")
         for name in ("max_steps", "val_batches", "num_threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or null, got {value}")
-        if self.eval_episodes < 1:
-            raise ValueError(f"eval_episodes must be >= 1, got {self.eval_episodes}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be positive or null, got {self.grad_clip}")
         if self.seed < 0:
@@ -227,8 +224,12 @@ def policy_variants() -> dict[str, type[PolicyConfig]]:
 
 
 def train_config_from_dict(data: dict) -> TrainConfig:
-    """:func:`robopolicy.config.from_dict` for a TrainConfig, with every policy type loaded."""
+    """:func:`robopolicy.config.from_dict` for a TrainConfig, with every policy type loaded;
+    reads runs saved before the shared cadence too (``keep_last`` for ``keep_checkpoints``)."""
     from robopolicy.config import from_dict
 
     _registered()
+    data = dict(data)
+    if "keep_last" in data and "keep_checkpoints" not in data:
+        data["keep_checkpoints"] = data.pop("keep_last")
     return from_dict(TrainConfig, data)

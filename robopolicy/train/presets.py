@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from robopolicy.config import ConfigError, did_you_mean
+from robopolicy.config import ConfigError, build, did_you_mean
 
 if TYPE_CHECKING:
     from robopolicy.train.config import TrainConfig
@@ -113,7 +113,8 @@ def arm_push(kind: str) -> TrainConfig:
         {"n_obs_steps": 2, "horizon": 8, "n_action_steps": 4, "denoiser": denoiser},
         {"flow": {"num_inference_steps": 10}, "diffusion": {"num_train_timesteps": 100}},
     )
-    return TrainConfig(
+    return build(
+        TrainConfig,
         data=DataConfig(val_ratio=0.05),
         policy=policy,
         optim=OptimConfig(lr=1e-3),
@@ -143,7 +144,8 @@ def arm_pick_place(kind: str) -> TrainConfig:
         {"n_obs_steps": 2, "horizon": 16, "n_action_steps": 8, "denoiser": _mlp(512)},
         {"flow": {"num_inference_steps": 10}, "diffusion": {"num_train_timesteps": 100}},
     )
-    return TrainConfig(
+    return build(
+        TrainConfig,
         policy=policy,
         optim=OptimConfig(lr=5e-4),
         schedule=ScheduleConfig(warmup_steps=300),
@@ -175,7 +177,8 @@ def _pusht(kind: str, common: dict[str, Any], *, lr: float, epochs: int) -> Trai
             "diffusion": {"num_train_timesteps": 100, "sampler": "ddim", "num_inference_steps": 10},
         },
     )
-    return TrainConfig(
+    return build(
+        TrainConfig,
         data=DataConfig(val_ratio=0.02, split_seed=42, derived_keys={"agent_pos": "state[:2]"}),
         policy=policy,
         optim=OptimConfig(lr=lr, betas=(0.95, 0.999), weight_decay=1e-6),

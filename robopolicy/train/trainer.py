@@ -95,7 +95,7 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         if torch.cuda.is_available():  # CPU kernels are deterministic at a fixed thread count;
             torch.use_deterministic_algorithms(True, warn_only=True)  # this costs ~2 s of imports
-        store = CheckpointDir(out / "checkpoints", keep_last=cfg.keep_last)
+        store = CheckpointDir(out / "checkpoints", keep_last=cfg.cadence.keep_checkpoints)
         store.clean()
         latest = store.link(LATEST)
         if latest is not None and not resume:
@@ -219,7 +219,7 @@ class Trainer:
 
         if val is not None and (due(cfg.val_every) or final):
             new["val/loss"] = validation_loss(run.eval_policy(), val, cfg)
-        evaluated = self.evaluate is not None and (due(cfg.eval_every) or final)
+        evaluated = self.evaluate is not None and (due(cfg.cadence.eval_every) or final)
         if evaluated:
             bar.clear()
             policy = run.eval_policy()
@@ -232,7 +232,7 @@ class Trainer:
             runlog.scalars(p.step, new)
             p.metrics |= new
             bar.set_postfix(self._postfix(None, p.metrics), refresh=False)
-        every = cfg.checkpoint_every
+        every = cfg.cadence.checkpoint_every
         if not (final or evaluated or (every and p.step % every == 0)):
             return
         if val is not None and not run.has_eval and "val/loss" not in new:

@@ -13,6 +13,7 @@ import torch
 
 import robopolicy
 from robopolicy.cli import main
+from robopolicy.config import build
 from robopolicy.policies.checkpoint import read_card
 from robopolicy.policies.diffusion import DiffusionPolicy
 from robopolicy.rl.dppo import (
@@ -198,7 +199,7 @@ critic alone in the first iteration, each minibatch's gradient accumulated over 
 
 
 def _tiny_run(out, checkpoint, total_env_steps):
-    config = DPPOConfig(**TINY, total_env_steps=total_env_steps)
+    config = build(DPPOConfig, **TINY, total_env_steps=total_env_steps)
     policy = robopolicy.load_policy(checkpoint)
     rollouts = SimRollouts("arm-push", in_process=True)
     return train(config, rollouts, out, policy=policy, progress=False)

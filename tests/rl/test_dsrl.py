@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 import robopolicy
 from robopolicy.cli import main
-from robopolicy.config import ConfigError, apply_overrides
+from robopolicy.config import ConfigError, apply_overrides, build
 from robopolicy.data.normalize import Normalizer
 from robopolicy.errors import RobopolicyError
 from robopolicy.models.mlp import MLPDenoiserConfig
@@ -70,7 +70,7 @@ def tiny_config(**overrides) -> DSRLConfig:
         eval_every=0,
         log_every=40,
     )
-    return DSRLConfig(**(settings | overrides))
+    return build(DSRLConfig, **(settings | overrides))
 
 
 # -- the pieces ---------------------------------------------------------------------------------

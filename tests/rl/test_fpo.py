@@ -12,7 +12,7 @@ import torch
 
 import robopolicy
 from robopolicy.cli import main
-from robopolicy.config import ConfigError
+from robopolicy.config import ConfigError, build
 from robopolicy.policies.checkpoint import read_card
 from robopolicy.policies.flow import FlowPolicy
 from robopolicy.rl.fpo import FPOConfig, fpo_log_ratio, pair_losses, surrogate, train
@@ -152,8 +152,8 @@ def test_a_resumed_run_continues_its_curve(push_bc, tmp_path):
     samplers = dict(sampler="midpoint", sampling_steps=3, eval_sampler="euler", eval_steps=2)
     per_iteration = TINY["num_envs"] * TINY["n_steps"] * base.config.n_action_steps
     # N·T·Ta steps per iteration at most (fewer when an episode ends inside a chunk)
-    config = FPOConfig(
-        total_env_steps=2 * per_iteration + 1, checkpoint_every=2, **TINY, **samplers
+    config = build(
+        FPOConfig, total_env_steps=2 * per_iteration + 1, checkpoint_every=2, **TINY, **samplers
     )
     first = train(config, SimRollouts("arm-push"), out, policy=base, progress=False)
     assert first.iterations == 3

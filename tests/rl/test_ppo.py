@@ -21,7 +21,7 @@ import pytest
 from gymnasium import spaces
 
 from robopolicy.cli import main
-from robopolicy.config import ConfigError
+from robopolicy.config import ConfigError, build
 from robopolicy.data.store import EpisodeStore
 from robopolicy.policies.checkpoint import load_policy, read_card
 from robopolicy.policies.gaussian import GaussianPolicy, GaussianPolicyConfig
@@ -89,7 +89,7 @@ def small_config(**overrides) -> PPOConfig:
         eval_envs=16,
         checkpoint_every=0,
     )
-    return PPOConfig(**(settings | overrides))
+    return build(PPOConfig, **(settings | overrides))
 
 
 def write_demos(path: Path, episodes: int = 40, speed: float = 0.5) -> Path:

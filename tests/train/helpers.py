@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robopolicy.config import build
 from robopolicy.data.store import EpisodeStore
 from robopolicy.policies import Policy, PolicyConfig, register_policy
 from robopolicy.policies.base import POLICIES
@@ -78,9 +79,9 @@ def tiny_config(data: Path, **fields) -> TrainConfig:
         epochs=30,
         batch_size=16,
         checkpoint_every=25,
-        keep_last=2,
+        keep_checkpoints=2,
         log_every=10,
         grad_clip=1.0,
         num_threads=1,
     )
-    return TrainConfig(**{**defaults, **fields})
+    return build(TrainConfig, **{**defaults, **fields})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import pickle
@@ -202,7 +203,7 @@ def test_latest_and_best_always_name_complete_checkpoints(tmp_path, data):
         assert not policy.training
         return {"success_rate": next(scores), "mean_score": 0.0}
 
-    config = tiny_config(data, epochs=6, eval_every=1, checkpoint_every=0, keep_last=2)
+    config = tiny_config(data, epochs=6, eval_every=1, checkpoint_every=0, keep_checkpoints=2)
     result = Trainer(config, evaluate=evaluate, progress=False).fit(tmp_path / "run")
     store = CheckpointDir(tmp_path / "run" / "checkpoints")
     assert result.best.name == "step-0000028"  # the second evaluation (0.6), 14 steps an epoch
@@ -246,3 +247,19 @@ def test_bad_overrides_and_changed_resumes_are_refused(tmp_path, data):
     changed = apply_overrides(config, ["batch_size=8"])
     with pytest.raises(ConfigError, match="batch_size"):
         Trainer(changed, progress=False).fit(tmp_path / "run", resume=True)
+
+
+def test_a_run_saved_before_the_shared_cadence_resumes(tmp_path, data):
+    """Runs saved before the cadence config was shared spell ``keep_last`` and have no
+    ``eval_envs`` in ``train_config.json``: they resume, and still refuse a changed setting."""
+    config = tiny_config(data, epochs=6)
+    Trainer(config, progress=False, stop_after=30).fit(tmp_path / "run")
+    file = tmp_path / "run" / "train_config.json"
+    saved = json.loads(file.read_text(encoding="utf-8"))
+    saved["keep_last"] = saved.pop("keep_checkpoints")
+    del saved["eval_envs"]
+    file.write_text(json.dumps(saved), encoding="utf-8")
+    changed = apply_overrides(config, ["keep_checkpoints=3"])
+    with pytest.raises(ConfigError, match="keep_checkpoints"):
+        Trainer(changed, progress=False).fit(tmp_path / "run", resume=True)
+    assert Trainer(config, progress=False).fit(tmp_path / "run", resume=True).step == 84

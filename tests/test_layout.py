@@ -1,0 +1,34 @@
+"""Size budgets (``../shared/STYLE.md``, habit 11): files stay under 500 lines, and the RL
+algorithms and the trainer read top to bottom in functions of at most 80 lines."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_FILE_LINES = 500
+MAX_FUNCTION_LINES = 80
+
+
+def _python_files(*folders: str) -> list[Path]:
+    return sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py"))
+
+
+def test_no_file_is_over_500_lines():
+    files = _python_files("robopolicy", "sim", "hardware", "scripts", "tests")
+    assert len(files) > 50
+    lengths = {p: len(p.read_text(encoding="utf-8").splitlines()) for p in files}
+    over = [f"{p.relative_to(ROOT)}: {n}" for p, n in lengths.items() if n > MAX_FILE_LINES]
+    assert not over, over
+
+
+def test_no_function_of_the_rl_algorithms_or_the_trainer_is_over_80_lines():
+    over = []
+    for path in _python_files("robopolicy/rl", "robopolicy/train"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    over.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {lines}")
+    assert not over, over
