@@ -172,9 +172,7 @@ class EpisodeStore:
         layout = self._layouts[key]
         rows = min(rows, layout.shape[0])  # a short array is reported by name elsewhere
         try:
-            absent = checks.check_chunks_exist(
-                self.path, layout, rows, missing_ok=self._missing_ok
-            )
+            absent = checks.check_chunks_exist(self.path, layout, rows, missing_ok=self._missing_ok)
         except DataError as exc:
             if self._group.attrs.get("robopolicy_store_version") != 1:
                 raise
