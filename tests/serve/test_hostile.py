@@ -56,13 +56,20 @@ def request(kind: str = "health", **fields: Any) -> bytes:
 
 
 def reply_of(sock: socket.socket, timeout: float = 5.0) -> dict[str, Any]:
+    """The next reply on ``sock``, read to its last byte and not past it (the next reply may
+    already be in the socket)."""
     sock.settimeout(timeout)
+    header = received(sock, 8)
+    return decode(received(sock, int.from_bytes(header[4:8], "big")))
+
+
+def received(sock: socket.socket, n: int) -> bytes:
     data = b""
-    while len(data) < 8 or len(data) < 8 + int.from_bytes(data[4:8], "big"):
-        chunk = sock.recv(1 << 16)
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
         assert chunk, "closed before a reply"
         data += chunk
-    return decode(data[8 : 8 + int.from_bytes(data[4:8], "big")])
+    return data
 
 
 def wait_until(condition: Any, timeout: float = 5.0) -> bool:
