@@ -84,12 +84,7 @@ def read_policy_config(path: str | Path) -> PolicyConfig:
     file = path / CONFIG_FILE
     if not file.is_file():
         raise DataError(path, f"not a policy checkpoint (no {CONFIG_FILE})")
-    try:
-        if file.stat().st_size > MAX_CONFIG_BYTES:
-            raise DataError(file, f"over {MAX_CONFIG_BYTES} bytes; not a policy config")
-        document = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise DataError(file, f"unreadable JSON ({exc})") from exc
+    document = _read_json(file, MAX_CONFIG_BYTES, "a policy config")
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise DataError(file, f"not a {FORMAT} config", key="format")
     version = document.get("version")
@@ -185,12 +180,7 @@ def read_card(path: str | Path) -> dict[str, Any]:
     file = Path(path) / CARD_FILE
     if not file.is_file():
         return {}
-    try:
-        if file.stat().st_size > MAX_CARD_BYTES:
-            raise DataError(file, f"over {MAX_CARD_BYTES} bytes; not a checkpoint card")
-        card = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise DataError(file, f"unreadable JSON ({exc})") from exc
+    card = _read_json(file, MAX_CARD_BYTES, "a checkpoint card")
     if not isinstance(card, dict):
         raise DataError(file, "expected a JSON object")
     return card
@@ -201,3 +191,13 @@ def _type_of(config: PolicyConfig) -> str:
         if type(config) is cls:
             return name
     raise DataError(type(config).__name__, "policy config of no registered type")
+
+
+def _read_json(file: Path, limit: int, what: str) -> Any:
+    """The JSON document in ``file``, refused (DataError) past ``limit`` bytes or unreadable."""
+    try:
+        if file.stat().st_size > limit:
+            raise DataError(file, f"over {limit} bytes; not {what}")
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise DataError(file, f"unreadable JSON ({exc})") from exc
