@@ -22,7 +22,7 @@ from robopolicy.serve import PolicyClient, ServerError
 from robopolicy.serve import hostile as h
 from robopolicy.serve.config import ServerConfig, read_token
 from robopolicy.serve.server import PolicyServer
-from robopolicy.serve.wire import MAGIC, decode, encode, frame
+from robopolicy.serve.wire import MAGIC, encode, frame, recv_message
 from tests.serve.conftest import LAUNCH
 
 OBS = {"state": np.zeros((1, 2, 3), np.float32)}
@@ -59,17 +59,7 @@ def reply_of(sock: socket.socket, timeout: float = 5.0) -> dict[str, Any]:
     """The next reply on ``sock``, read to its last byte and not past it (the next reply may
     already be in the socket)."""
     sock.settimeout(timeout)
-    header = received(sock, 8)
-    return decode(received(sock, int.from_bytes(header[4:8], "big")))
-
-
-def received(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        assert chunk, "closed before a reply"
-        data += chunk
-    return data
+    return recv_message(sock)
 
 
 def wait_until(condition: Any, timeout: float = 5.0) -> bool:
