@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import MutableMapping
 from typing import Any
 
 from sim.registry import TaskError
@@ -129,24 +130,20 @@ def make_renderer(model: Any, height: int, width: int) -> Any:
         raise RenderingUnavailable(f"offscreen GL ({backend}) failed: {exc}; {HINT}") from exc
 
 
-def _export(backend: str) -> None:
-    """Point MuJoCo (and PyOpenGL, which it renders through) at ``backend``."""
-    os.environ["MUJOCO_GL"] = backend
+def _export(backend: str, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Point MuJoCo (and PyOpenGL, which it renders through) at ``backend`` in ``environ``."""
+    environ["MUJOCO_GL"] = backend
     if backend == "glfw":
-        os.environ.pop("PYOPENGL_PLATFORM", None)
+        environ.pop("PYOPENGL_PLATFORM", None)
     else:
-        os.environ["PYOPENGL_PLATFORM"] = backend
+        environ["PYOPENGL_PLATFORM"] = backend
 
 
 def _probe(backend: str) -> str | None:
     """Why ``backend`` cannot render, tried in a subprocess; None when it can."""
     env = dict(os.environ)
     env.pop(STATE, None)
-    env["MUJOCO_GL"] = backend
-    if backend == "glfw":
-        env.pop("PYOPENGL_PLATFORM", None)
-    else:
-        env["PYOPENGL_PLATFORM"] = backend
+    _export(backend, env)
     try:
         done = subprocess.run(
             [sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=60
