@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from robopolicy.inference.engine import EngineConfig, InferenceEngine
-from robopolicy.inference.samplers import SAMPLERS
 from robopolicy.inference.warm_start import WarmStart, WarmStartConfig
 from robopolicy.policies import load_policy
+from robopolicy.sampling.samplers import SAMPLERS
 
 VARIANTS: dict[str, list[tuple[str, str | None, int, int]]] = {
     # (how, sampler, k, m): "policy" = the policy's own loop, "engine", "warm" (m warm steps)

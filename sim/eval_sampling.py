@@ -103,9 +103,9 @@ def load_sampling(checkpoint: str | Path, config: SamplingConfig, *, seed: int =
     if config.backend == "policy":
         return _own_sampling(policy, config, device)
     from robopolicy.inference.engine import EngineConfig, InferenceEngine
-    from robopolicy.inference.processes import process_of
-    from robopolicy.inference.samplers import get_sampler
     from robopolicy.inference.warm_start import WarmStart, WarmStartConfig
+    from robopolicy.sampling.processes import process_of
+    from robopolicy.sampling.samplers import get_sampler
 
     backend_flag = f"--backend {config.backend}"
     with flag(backend_flag):  # a policy without a sampler (steered, Gaussian), an unknown name
@@ -131,8 +131,8 @@ def _own_sampling(policy: Any, config: SamplingConfig, device: str) -> Sampling:
     """The policy's own ``sample`` with ``config``'s sampler and steps (``choose_sampler``, as
     ``robopolicy serve --backend policy``). A policy without a sampler (steered) takes
     ``--steps`` per call from the evaluation."""
-    from robopolicy.inference.samplers import SAMPLERS
     from robopolicy.policies.base import choose_sampler
+    from robopolicy.sampling.samplers import SAMPLERS
 
     try:
         choose_sampler(policy, config.sampler)

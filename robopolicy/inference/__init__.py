@@ -20,11 +20,11 @@ _NAMES = {
     "DistillConfig": "robopolicy.inference.distill",
     "EngineConfig": "robopolicy.inference.engine",
     "InferenceEngine": "robopolicy.inference.engine",
-    "SAMPLERS": "robopolicy.inference.samplers",
+    "SAMPLERS": "robopolicy.sampling.samplers",
     "WarmStart": "robopolicy.inference.warm_start",
     "distill": "robopolicy.inference.distill",
     "load_for_inference": "robopolicy.inference.engine",
-    "register_sampler": "robopolicy.inference.samplers",
+    "register_sampler": "robopolicy.sampling.samplers",
     "sample_with_prefix": "robopolicy.inference.inpaint",
 }
 __all__ = sorted(_NAMES)

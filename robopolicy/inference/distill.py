@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from robopolicy.inference.processes import DiffusionProcess, FlowProcess, process_of
-from robopolicy.inference.samplers import get_sampler
 from robopolicy.policies.base import Policy
+from robopolicy.sampling.processes import DiffusionProcess, FlowProcess, process_of
+from robopolicy.sampling.samplers import get_sampler
 
 log = logging.getLogger(__name__)
 Batches = Callable[[torch.Generator], dict[str, Any]]

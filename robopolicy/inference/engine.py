@@ -9,7 +9,7 @@ steps=None) -> (B, Tp, Da)`` raw-unit torch tensor, ``reset()``, ``config``; so
 ``run(obs, noise, steps) -> np.ndarray`` and, for real-time chunking, ``run_with_prefix``;
 :class:`robopolicy.serve.engine.Engine`). Per sample: the observation is checked and encoded
 once in eager torch (``torch.inference_mode``), then the
-sampler loop (:mod:`robopolicy.inference.samplers`) calls the backend's denoiser k times
+sampler loop (:mod:`robopolicy.sampling.samplers`) calls the backend's denoiser k times
 (:mod:`robopolicy.inference.backends`): torch tensors for the torch and CUDA-graph backends,
 numpy arrays for ONNX Runtime. Given ``noise`` a stochastic sampler runs its deterministic twin
 (``ddpm`` -> ``ddim``; ``ddim`` with eta > 0 -> eta 0), so sampling from given noise is
@@ -36,9 +36,9 @@ import torch
 from torch import Tensor
 
 from robopolicy.inference.backends import choose_backend, get_backend
-from robopolicy.inference.processes import process_of
-from robopolicy.inference.samplers import Array, Hook, SamplerSpec, get_sampler
 from robopolicy.policies.base import Policy
+from robopolicy.sampling.processes import process_of
+from robopolicy.sampling.samplers import Array, Hook, SamplerSpec, get_sampler
 
 
 @dataclasses.dataclass

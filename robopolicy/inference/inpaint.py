@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from robopolicy.inference.engine import InferenceEngine
-from robopolicy.inference.samplers import Array
+from robopolicy.sampling.samplers import Array
 
 
 @dataclasses.dataclass

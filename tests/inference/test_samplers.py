@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from robopolicy.inference.engine import EngineConfig, InferenceEngine
-from robopolicy.inference.processes import DiffusionProcess
-from robopolicy.inference.samplers import SAMPLERS, get_sampler
+from robopolicy.sampling.processes import DiffusionProcess
+from robopolicy.sampling.samplers import SAMPLERS, get_sampler
 from tests.inference.toy import make_toy_policy, needs_onnx, toy_batch
 
 CASES = [(name, spec.family) for name, spec in SAMPLERS.items()]

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from robopolicy.config import did_you_mean
-from robopolicy.inference.processes import DiffusionProcess, FlowProcess, Process, logsnr
+from robopolicy.sampling.processes import DiffusionProcess, FlowProcess, Process, logsnr
 
 Array = Any
 """A ``torch.Tensor`` or an ``np.ndarray`` (the backend's own array type)."""
@@ -56,7 +56,7 @@ class SamplerSpec:
     run: SamplerFn
     """``run(process, net, x, cond, levels, *, draw, hook) -> x`` at the last level."""
     spacing: str
-    """The grid it walks (see :meth:`~robopolicy.inference.processes.DiffusionProcess.grid`)."""
+    """The grid it walks (see :meth:`~robopolicy.sampling.processes.DiffusionProcess.grid`)."""
     evals_per_step: int = 1
     """Network evaluations per step."""
     deterministic: str | None = None
