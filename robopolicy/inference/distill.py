@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from robopolicy.policies.base import Policy
-from robopolicy.sampling.processes import DiffusionProcess, FlowProcess, process_of
+from robopolicy.sampling.processes import DiffusionProcess
 from robopolicy.sampling.samplers import get_sampler
 
 log = logging.getLogger(__name__)
@@ -165,8 +165,7 @@ def _diffusion_targets(
     teacher: Policy, student: Policy, cond: Tensor, config: DistillConfig, gen: torch.Generator
 ) -> tuple[Tensor, float, Tensor]:
     """Student input at one of its levels, that level, and the consistency target."""
-    tp = DiffusionProcess.of(teacher)
-    sp = DiffusionProcess.of(student)
+    tp, sp = teacher.process, student.process
     k, n = config.steps, config.teacher_steps
     eps = torch.randn(
         (cond.shape[0], teacher.config.horizon, teacher.config.action_dim), generator=gen
@@ -189,7 +188,7 @@ def _flow_targets(
 ) -> tuple[Tensor, float, Tensor]:
     """A state of the teacher's trajectory at a student grid time, that time, and the teacher's
     average velocity over the student's step from it."""
-    process = FlowProcess.of(teacher)
+    process = teacher.process
     k = config.steps
     fine = max(1, config.teacher_steps // k)
     i = int(torch.randint(0, k, (1,), generator=gen))
@@ -244,8 +243,8 @@ def compare(
     size = next(iter(obs.values())).shape[0]
     c = teacher.config
     noise = torch.randn((size, c.horizon, c.action_dim), generator=torch.Generator().manual_seed(7))
-    process = process_of(teacher)
-    many = getattr(process, "num_train_timesteps", 100)
+    process = teacher.process
+    many = process.num_train_timesteps if isinstance(process, DiffusionProcess) else 100
     ref_sampler = "ddim" if process.family == "diffusion" else "euler"
 
     def run(policy: Policy, sampler: str, steps: int) -> Tensor:

@@ -81,7 +81,6 @@ from torch import Tensor
 from robopolicy.errors import RobopolicyError
 from robopolicy.policies.checkpoint import load_policy
 from robopolicy.policies.diffusion import DiffusionPolicy
-from robopolicy.policies.diffusion.schedulers import gaussian_log_prob
 from robopolicy.rl.advantages import explained_variance, normalize, per_decision
 from robopolicy.rl.dppo_config import RESUMABLE_CHANGES, DPPOConfig
 from robopolicy.rl.registry import register_algorithm
@@ -97,6 +96,7 @@ from robopolicy.rl.rollout import (
 from robopolicy.rl.runs import episode_figures
 from robopolicy.rl.session import RunResult, RunSession, mean, origin_card, torch_threads
 from robopolicy.rl.value import Critic, value_loss
+from robopolicy.sampling.samplers import gaussian_log_prob, step_std
 
 # -- the pieces of the objective -----------------------------------------------------------
 
@@ -125,12 +125,8 @@ def dppo_log_prob(per_element: Tensor, executed: slice, clip: tuple[float, float
 def step_stds(policy: DiffusionPolicy, steps: int, sampler: str, eta: float) -> Tensor:
     """(k,) the std each step of the k-step sampler draws with, before any floor (it depends on
     the schedule only, never on the weights)."""
-    timesteps = policy.scheduler.timesteps(steps)
-    previous = policy.scheduler.previous(timesteps)
-    zeros = torch.zeros((steps, policy.config.horizon, policy.config.action_dim))
-    zeros = zeros.to(timesteps.device)
-    _, std = policy.scheduler.step(zeros, zeros, timesteps, previous, sampler=sampler, eta=eta)
-    return std
+    abar = policy.process.abars(policy.chain_levels(steps, sampler))
+    return step_std(abar[:-1], abar[1:], sampler=sampler, eta=eta)
 
 
 def explore(

@@ -199,7 +199,7 @@ def integrate_chunk(
     """(B, Tp, Da) raw-unit chunks integrated from ``noise`` (B, Tp, Da) with ``method`` and
     ``steps`` (the policy's when None) — without touching the policy's saved sampler settings."""
     cond = policy.encode(obs)
-    x = policy.integrate(cond, noise.to(cond.device, torch.float32), steps=steps, method=method)
+    x = policy.denoise(cond, noise.to(cond.device, torch.float32), sampler=method, steps=steps)
     return policy.to_actions(x)
 
 

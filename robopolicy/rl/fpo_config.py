@@ -8,8 +8,8 @@ from typing import Literal
 
 from robopolicy.cadence import RESUMABLE, CadenceConfig
 from robopolicy.config import FLAT
-from robopolicy.policies.flow.config import INTEGRATORS
 from robopolicy.rl.value import ValueConfig
+from robopolicy.sampling.samplers import sampler_names
 
 
 @dataclasses.dataclass
@@ -117,8 +117,8 @@ class FPOConfig:
                     f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
                 )
         for name in ("sampler", "eval_sampler"):
-            if getattr(self, name) not in (None, *INTEGRATORS):
-                raise ValueError(f"{name} must be None or one of {list(INTEGRATORS)}")
+            if getattr(self, name) not in (None, *sampler_names("flow")):
+                raise ValueError(f"{name} must be None or one of {sampler_names('flow')}")
         for name in ("sampling_steps", "eval_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")

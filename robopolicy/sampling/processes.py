@@ -8,25 +8,68 @@
 
 Both give the grid of levels a k-step sampler walks (``grid``), the network's time input at a
 level (``model_time``) and re-noising of a clean chunk to a level (``renoise``, warm start and
-inpainting). Arrays are torch tensors or numpy arrays alike.
+inpainting). Each policy builds its process from its config (``policy.process``). Arrays are
+torch tensors or numpy arrays alike.
+
+Notation (diffusers' names in brackets): K train timesteps ``t = 0..K-1`` (0 the cleanest),
+``beta_t`` [betas], ``alpha_t = 1 - beta_t``, ``abar_t = prod_{s<=t} alpha_s`` [alphas_cumprod].
+The diffusion formulas (:func:`diffuse`, :meth:`DiffusionProcess.estimates`) take ``abar`` as a
+Python number (the samplers) or as a (B,) tensor, one value per row (training's timesteps and
+DPPO's stored transitions, :meth:`DiffusionProcess.abars`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
+import torch
+from torch import Tensor
 
 Array = Any
 Family = Literal["diffusion", "flow"]
+BETA_SCHEDULES: tuple[str, ...] = ("linear", "squaredcos_cap_v2")
+PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "sample")
 
 
 def logsnr(abar: float) -> float:
     """``log(abar / (1 - abar))``."""
     return math.log(abar) - math.log1p(-abar)
+
+
+def make_betas(
+    schedule: str, num_train_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> Tensor:
+    """(K,) float32 betas on the CPU (also while a policy is built on the meta device).
+    ``squaredcos_cap_v2`` (Nichol & Dhariwal's cosine schedule, each beta capped at 0.999)
+    ignores ``beta_start``/``beta_end``."""
+    if schedule == "linear":
+        k = num_train_timesteps
+        return torch.linspace(beta_start, beta_end, k, dtype=torch.float32, device="cpu")
+    if schedule == "squaredcos_cap_v2":
+
+        def abar(s: float) -> float:
+            return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        k = num_train_timesteps
+        betas = [min(1 - abar((i + 1) / k) / abar(i / k), 0.999) for i in range(k)]
+        return torch.tensor(betas, dtype=torch.float32, device="cpu")
+    raise ValueError(f"beta schedule {schedule!r} is not one of {BETA_SCHEDULES}")
+
+
+def per_row(value: Any, like: Array) -> Any:
+    """A number as it is; a (B,) tensor as (B, 1, ..., 1), to broadcast against ``like``."""
+    if isinstance(value, Tensor) and value.ndim:
+        return value.reshape(value.shape + (1,) * (like.ndim - value.ndim))
+    return value
+
+
+def diffuse(x0: Array, eps: Array, abar: Any) -> Array:
+    """``sqrt(abar) x0 + sqrt(1 - abar) eps``: ``x`` at ``abar`` from a clean chunk and noise
+    (both (B, Tp, Da)); ``abar`` a number or (B,)."""
+    return per_row(abar**0.5, x0) * x0 + per_row((1 - abar) ** 0.5, eps) * eps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,16 +88,19 @@ class DiffusionProcess:
     def __post_init__(self) -> None:
         if not self.alphas_cumprod or not all(0 < a < 1 for a in self.alphas_cumprod):
             raise ValueError("alphas_cumprod must be values in (0, 1)")
-        if self.prediction_type not in ("epsilon", "sample"):
+        if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be epsilon or sample: {self.prediction_type}")
 
     @classmethod
-    def of(cls, policy: Any) -> DiffusionProcess:
-        """The process of a :class:`~robopolicy.policies.diffusion.DiffusionPolicy`."""
-        c = policy.config
-        abar = policy.scheduler.alphas_cumprod.detach().cpu().double().numpy()
-        clip = c.clip_sample_range if c.clip_sample else None
-        return cls(tuple(float(a) for a in abar), c.prediction_type, clip)
+    def of(cls, config: Any) -> DiffusionProcess:
+        """The process of a :class:`~robopolicy.policies.diffusion.DiffusionConfig`: its beta
+        schedule's ``abar`` (the float32 cumulative product, as diffusers)."""
+        betas = make_betas(
+            config.beta_schedule, config.num_train_timesteps, config.beta_start, config.beta_end
+        )
+        abar = torch.cumprod(1.0 - betas, dim=0).tolist()
+        clip = config.clip_sample_range if config.clip_sample else None
+        return cls(tuple(abar), config.prediction_type, clip)
 
     @property
     def num_train_timesteps(self) -> int:
@@ -70,6 +116,12 @@ class DiffusionProcess:
         hi = min(lo + 1, self.num_train_timesteps - 1)
         lam = np.interp(level, [lo, hi], [logsnr(self.alphas_cumprod[i]) for i in (lo, hi)])
         return float(1.0 / (1.0 + math.exp(-lam)))
+
+    def abars(self, levels: Tensor) -> Tensor:
+        """float32 ``abar`` at int64 timesteps ``levels`` (any shape, -1 for "clean"), on their
+        device."""
+        table = torch.tensor((1.0, *self.alphas_cumprod), dtype=torch.float32, device=levels.device)
+        return table[levels + 1]
 
     def level_of(self, abar: float) -> float:
         """The fractional timestep whose ``abar`` is ``abar`` (inverse of :meth:`abar`)."""
@@ -95,17 +147,18 @@ class DiffusionProcess:
 
     def renoise(self, x0: Array, eps: Array, level: float) -> Array:
         """``x`` at ``level`` from a clean chunk and noise (both (B, Tp, Da))."""
-        a = self.abar(level)
-        return math.sqrt(a) * x0 + math.sqrt(1.0 - a) * eps
+        return diffuse(x0, eps, self.abar(level))
 
-    def estimates(self, out: Array, x: Array, level: float) -> tuple[Array, Array]:
-        """``(x0^, eps^)`` from the network output at ``x``; ``x0^`` clipped when configured,
-        ``eps^`` from the unclipped one (as the policy's schedulers)."""
-        a = self.abar(level)
+    def estimates(self, out: Array, x: Array, abar: Any) -> tuple[Array, Array]:
+        """``(x0^, eps^)`` from the network output ``out`` at ``x`` (both (B, Tp, Da)), at
+        ``abar`` (a number or (B,)): ``x0^`` clipped when configured, ``eps^`` the output itself
+        (epsilon prediction) or derived from the unclipped ``x0^`` (sample prediction), as
+        diffusers does."""
+        root, root_rest = per_row(abar**0.5, x), per_row((1 - abar) ** 0.5, x)
         if self.prediction_type == "epsilon":
-            x0, eps = (x - math.sqrt(1 - a) * out) / math.sqrt(a), out
+            x0, eps = (x - root_rest * out) / root, out
         else:
-            x0, eps = out, (x - math.sqrt(a) * out) / math.sqrt(1 - a)
+            x0, eps = out, (x - root * out) / root_rest
         return (x0 if self.clip is None else x0.clip(-self.clip, self.clip)), eps
 
 
@@ -118,8 +171,9 @@ class FlowProcess:
     family: Family = "flow"
 
     @classmethod
-    def of(cls, policy: Any) -> FlowProcess:
-        return cls(float(policy.config.time_scale))
+    def of(cls, config: Any) -> FlowProcess:
+        """The process of a :class:`~robopolicy.policies.flow.FlowConfig`."""
+        return cls(float(config.time_scale))
 
     def model_time(self, level: float) -> float:
         return float(level) * self.time_scale
@@ -134,18 +188,3 @@ class FlowProcess:
 
 
 Process = DiffusionProcess | FlowProcess
-
-
-PROCESSES: dict[str, Callable[[Any], Process]] = {
-    "diffusion": DiffusionProcess.of,
-    "flow": FlowProcess.of,
-}
-"""A policy's ``type_name`` -> the builder of its process."""
-
-
-def process_of(policy: Any) -> Process:
-    """The :class:`DiffusionProcess` or :class:`FlowProcess` of a diffusion or flow policy."""
-    name = getattr(type(policy), "type_name", "")
-    if name not in PROCESSES:
-        raise ValueError(f"no sampler for policy type {name!r} (have {sorted(PROCESSES)})")
-    return PROCESSES[name](policy)

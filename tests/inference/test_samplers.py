@@ -1,5 +1,5 @@
-"""Every registered sampler on every backend: shapes, finiteness, determinism; the policy's own
-DDIM/DDPM agree with ours; DPM-Solver++ matches diffusers step for step."""
+"""Every registered sampler on every backend: shapes, finiteness, determinism; DPPO's chain
+agrees with the DDPM sampler; DPM-Solver++ matches diffusers step for step."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from robopolicy.inference.engine import EngineConfig, InferenceEngine
-from robopolicy.sampling.processes import DiffusionProcess
 from robopolicy.sampling.samplers import SAMPLERS, get_sampler
 from tests.inference.toy import make_toy_policy, needs_onnx, toy_batch
 
@@ -48,15 +47,17 @@ def test_our_loop_reproduces_the_policy_sample(kind, sampler, steps):
 
 
 def test_ddpm_matches_the_policy_chain_given_the_same_draws():
+    """DPPO's chain (its own loop, per-row float32 coefficients) and the DDPM sampler walk the
+    same path given the same draws."""
     policy = make_toy_policy("diffusion", width=32)
-    process = DiffusionProcess.of(policy)
+    process = policy.process
     obs = toy_batch(2, torch.Generator().manual_seed(3))["obs"]
     cond = policy.encode(obs)
     x = torch.randn(2, 8, 2, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        timesteps = policy.scheduler.timesteps(20)
         generator = torch.Generator().manual_seed(5)
-        expected = policy.denoise(cond, x, timesteps, sampler="ddpm", generator=generator)
+        chain = policy.sample_chain(obs, steps=20, sampler="ddpm", noise=x, generator=generator)
+        expected = chain.x[:, -1]
         ours_gen = torch.Generator().manual_seed(5)
         ours = get_sampler("ddpm").run(
             process,
@@ -82,7 +83,7 @@ def test_ddim_with_eta_one_over_all_k_steps_is_ddpm(draws):
     so over every train timestep, without clipping, it walks DDPM's path given the same draws,
     and with zero draws DDPM's mean path. Eta 0 (the ODE) does not."""
     policy = make_toy_policy("diffusion", width=32, clip_sample=False)
-    process = DiffusionProcess.of(policy)
+    process = policy.process
     obs = toy_batch(2, torch.Generator().manual_seed(3))["obs"]
     x = torch.randn(2, 8, 2, generator=torch.Generator().manual_seed(4))
     levels = process.grid(process.num_train_timesteps)  # all K = 100 timesteps
@@ -142,7 +143,7 @@ def test_dpm_solver_pp_matches_diffusers(prediction, steps):
         for t in reference.timesteps:
             out = policy.model.denoise(x, t.float().expand(3), cond)
             x = reference.step(out, t, x).prev_sample
-    process = DiffusionProcess.of(policy)
+    process = policy.process
     assert [int(t) for t in reference.timesteps] == process.grid(steps, "trailing")[:-1]
     engine = InferenceEngine(policy, EngineConfig("dpmpp", steps, backend="torch"))
     ours = engine.denoise(engine.encode(obs), noise.clone())

@@ -1,9 +1,11 @@
-"""DiffusionPolicy: scheduler math vs diffusers, BC overfit, sampling, DPPO hooks, checkpoints."""
+"""DiffusionPolicy: the DDPM/DDIM step vs diffusers, BC overfit, sampling, DPPO hooks,
+checkpoints."""
 
 from __future__ import annotations
 
 import copy
 import importlib.util
+import itertools
 
 import pytest
 import torch
@@ -16,7 +18,8 @@ from robopolicy.models.unet1d import UNet1DConfig
 from robopolicy.policies import PolicyConfig, save_policy
 from robopolicy.policies.build import make_policy
 from robopolicy.policies.diffusion import DiffusionConfig, DiffusionPolicy
-from robopolicy.policies.diffusion.schedulers import NoiseScheduler
+from robopolicy.sampling.processes import DiffusionProcess, diffuse
+from robopolicy.sampling.samplers import gaussian_step
 from tests.policies.make_fixtures import WINDOW, toy_data, toy_policy, toy_store
 
 HAS_DIFFUSERS = importlib.util.find_spec("diffusers") is not None
@@ -25,7 +28,19 @@ HAS_DIFFUSERS = importlib.util.find_spec("diffusers") is not None
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-# ---------------------------------------------------------------------- scheduler math
+# ---------------------------------------------------------------------- the DDPM/DDIM step
+
+
+def process(**kwargs) -> DiffusionProcess:
+    return DiffusionProcess.of(DiffusionConfig(num_train_timesteps=100, **kwargs))
+
+
+def step(p: DiffusionProcess, out, x, t, t_next, sampler, eta=0.0):
+    """(mean, std) of one step from (B,) timesteps ``t`` to ``t_next``, as DPPO's chain runs it
+    (per-row values)."""
+    a, a_next = p.abars(t), p.abars(t_next)
+    x0, eps = p.estimates(out, x, a)
+    return gaussian_step(x0, eps, x, a, a_next, sampler=sampler, eta=eta)
 
 
 @pytest.mark.skipif(not HAS_DIFFUSERS, reason="diffusers is not installed (pip install diffusers)")
@@ -35,29 +50,30 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_schedulers_match_diffusers_step_by_step(schedule, prediction, clip):
     from diffusers import DDIMScheduler, DDPMScheduler
 
-    ours = NoiseScheduler(100, schedule, prediction_type=prediction, clip_sample=clip)
+    ours = process(beta_schedule=schedule, prediction_type=prediction, clip_sample=clip)
     kw = dict(num_train_timesteps=100, beta_schedule=schedule, prediction_type=prediction)
     kw["clip_sample"] = clip
     x0, eps, t = torch.randn(5, 4, 2), torch.randn(5, 4, 2), torch.randint(0, 100, (5,))
     ddpm = DDPMScheduler(variance_type="fixed_small", **kw)
-    torch.testing.assert_close(ours.add_noise(x0, eps, t), ddpm.add_noise(x0, eps, t))
+    torch.testing.assert_close(diffuse(x0, eps, ours.abars(t)), ddpm.add_noise(x0, eps, t))
     for k in (100, 10, 7, 1):
         ddpm = DDPMScheduler(variance_type="fixed_small", **kw)
         ddim = DDIMScheduler(set_alpha_to_one=True, steps_offset=0, **kw)
         ddpm.set_timesteps(k)
         ddim.set_timesteps(k)
-        timesteps = ours.timesteps(k)
+        levels = torch.tensor(ours.grid(k)).long()
+        timesteps = levels[:-1]
         assert torch.equal(timesteps, ddpm.timesteps) and torch.equal(timesteps, ddim.timesteps)
         x = torch.randn(3, 4, 2)
-        for i, (t, t_prev) in enumerate(zip(timesteps, ours.previous(timesteps), strict=True)):
+        for i, (t, t_prev) in enumerate(itertools.pairwise(levels)):
             out = 2 * torch.randn(3, 4, 2)  # large enough that clipping acts at some steps
             tb, pb = t.repeat(3), t_prev.repeat(3)
             z = torch.randn(x.shape, generator=torch.Generator().manual_seed(i))
-            mean, std = ours.step(out, x, tb, pb, sampler="ddpm")
+            mean, std = step(ours, out, x, tb, pb, "ddpm")
             ref = ddpm.step(out, t, x, generator=torch.Generator().manual_seed(i)).prev_sample
             torch.testing.assert_close(mean + std[:, None, None] * z, ref, rtol=0, atol=1e-6)
             for eta in (0.0, 0.5, 1.0):
-                mean, std = ours.step(out, x, tb, pb, sampler="ddim", eta=eta)
+                mean, std = step(ours, out, x, tb, pb, "ddim", eta)
                 ref_ddim = ddim.step(out, t, x, eta=eta, variance_noise=z).prev_sample
                 torch.testing.assert_close(
                     mean + std[:, None, None] * z, ref_ddim, atol=1e-6, rtol=0
@@ -70,20 +86,20 @@ def test_schedulers_match_diffusers_step_by_step(schedule, prediction, clip):
 def test_ddim_with_eta_one_is_ddpm_without_clipping(steps, prediction):
     """DDIM's sigma(eta=1)^2 is DDPM's fixed_small posterior variance, and its mean equals the
     posterior mean when eps^ and x0^ agree (no clipping) -- for any pair of steps (t, t')."""
-    sched = NoiseScheduler(100, prediction_type=prediction, clip_sample=False)
-    timesteps = sched.timesteps(steps)
-    for t, t_prev in zip(timesteps, sched.previous(timesteps), strict=True):
+    p = process(prediction_type=prediction, clip_sample=False)
+    levels = torch.tensor(p.grid(steps)).long()
+    for t, t_prev in itertools.pairwise(levels):
         x, out = torch.randn(6, 4, 2), torch.randn(6, 4, 2)
         tb, pb = t.repeat(6), t_prev.repeat(6)
-        mean_ddpm, std_ddpm = sched.step(out, x, tb, pb, sampler="ddpm")
-        mean_ddim, std_ddim = sched.step(out, x, tb, pb, sampler="ddim", eta=1.0)
+        mean_ddpm, std_ddpm = step(p, out, x, tb, pb, "ddpm")
+        mean_ddim, std_ddim = step(p, out, x, tb, pb, "ddim", 1.0)
         torch.testing.assert_close(mean_ddim, mean_ddpm, atol=2e-5, rtol=1e-5)
         torch.testing.assert_close(std_ddim, std_ddpm, atol=1e-6, rtol=1e-5)
-    clipped = NoiseScheduler(100, clip_sample=True)  # where x0^ is clipped they differ
+    clipped = process(clip_sample=True)  # where x0^ is clipped they differ
     t, t_prev = torch.tensor([99]), torch.tensor([98])
     x, out = torch.randn(1, 4, 2), 3 * torch.ones(1, 4, 2)
-    mean_ddpm, _ = clipped.step(out, x, t, t_prev, sampler="ddpm")
-    mean_ddim, _ = clipped.step(out, x, t, t_prev, sampler="ddim", eta=1.0)
+    mean_ddpm, _ = step(clipped, out, x, t, t_prev, "ddpm")
+    mean_ddim, _ = step(clipped, out, x, t, t_prev, "ddim", 1.0)
     assert not torch.allclose(mean_ddpm, mean_ddim, atol=1e-3)
 
 

@@ -15,9 +15,21 @@ from robopolicy.models.transformer import TransformerDenoiserConfig
 from robopolicy.policies import PolicyConfig, save_policy
 from robopolicy.policies.build import make_policy
 from robopolicy.policies.flow import FlowConfig, FlowPolicy
+from robopolicy.sampling.samplers import get_sampler
 from tests.policies.make_fixtures import WINDOW, toy_data, toy_policy, toy_store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Field(torch.nn.Module):
+    """A known velocity field ``v(x, t, cond) = fn(x)`` in place of the policy's network."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x, t, cond):
+        return self.fn(x)
 
 
 def test_overfits_four_windows():
@@ -48,15 +60,15 @@ def test_integrators_on_a_known_field(method, monkeypatch):
     """dx/dt = x from t = 1 to 0 gives x(0) = x(1) / e; k Euler steps of h = -1/k multiply by
     (1 - 1/k)^k, k midpoint steps by (1 - 1/k + 1/(2k^2))^k."""
     policy = toy_policy("flow")
-    monkeypatch.setattr(policy, "velocity", lambda x, t, cond: x)
+    monkeypatch.setattr(policy, "model", Field(lambda x: x))
     x = torch.randn(3, 4, 2)
     for k in (1, 2, 4):
         factor = (1 - 1 / k) ** k if method == "euler" else (1 - 1 / k + 0.5 / k**2) ** k
-        out = policy.integrate(torch.zeros(3, 0), x, steps=k, method=method)
+        out = policy.denoise(torch.zeros(3, 0), x, steps=k, sampler=method)
         torch.testing.assert_close(out, x * factor)
-    out = policy.integrate(torch.zeros(3, 0), x, steps=64, method=method)
+    out = policy.denoise(torch.zeros(3, 0), x, steps=64, sampler=method)
     torch.testing.assert_close(out, x / math.e, atol=1e-2 if method == "euler" else 1e-4, rtol=0)
-    half = policy.integrate(torch.zeros(3, 0), x, steps=64, method=method, t_start=0.5)
+    half = get_sampler(method).denoise(policy.process, policy.model, x, None, 128, start=64)
     torch.testing.assert_close(half, x * math.exp(-0.5), atol=1e-2, rtol=0)  # a warm start
 
 
@@ -64,7 +76,7 @@ def test_integrators_on_a_known_field(method, monkeypatch):
 def test_a_diverging_field_is_clipped_to_the_demonstrated_range(clip, monkeypatch):
     """An ODE that runs away (here dx/dt = -50 x: x(0) = e^50 x(1)) must not reach the env."""
     policy = toy_policy("flow", clip_sample=clip).eval()
-    monkeypatch.setattr(policy, "velocity", lambda x, t, cond: -50.0 * x)
+    monkeypatch.setattr(policy, "model", Field(lambda x: -50.0 * x))
     obs, action = toy_data()
     lo, hi = action.reshape(-1, 2).amin(0), action.reshape(-1, 2).amax(0)
     out = policy.sample(obs, noise=torch.randn(4, 4, 2), steps=8)

@@ -34,8 +34,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def independent_stds(policy: DiffusionPolicy, steps: int, sampler: str, eta: float) -> torch.Tensor:
-    """(k,) each step's std from the schedule's ᾱ, written out here (not the scheduler's)."""
-    abar = policy.scheduler.alphas_cumprod.double()
+    """(k,) each step's std from the schedule's ᾱ, written out here (not the samplers')."""
+    abar = torch.tensor(policy.process.alphas_cumprod, dtype=torch.float64)
     stride = policy.config.num_train_timesteps // steps
     stds = []
     for i in range(steps):

@@ -185,7 +185,8 @@ def test_hostile_messages_get_errors_or_closed_connections(server) -> None:
         noise = np.asarray(expected["noise"], np.float32)
         actions, _ = client.infer({"state": state}, noise=noise, timeout_s=5)
         stats = client.health()["stats"]
-    assert np.array_equal(actions, np.asarray(expected["diffusion_mlp"]["sample"], np.float32))
+    want = np.asarray(expected["diffusion_mlp"]["sample"], np.float32)
+    np.testing.assert_allclose(actions, want, rtol=1.3e-6, atol=1e-5)  # as test_stored_checkpoints
     assert outcomes["malformed"] > 100 and outcomes["bad_request"] > 100, outcomes
     assert outcomes["invalid_input"] > 100, outcomes
     assert stats.get("closed_bad_frame", 0) >= 150, stats

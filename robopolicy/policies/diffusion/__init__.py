@@ -1,4 +1,4 @@
-"""The diffusion policy (type ``diffusion``): config, DDPM/DDIM schedulers, model."""
+"""The diffusion policy (type ``diffusion``): config and model."""
 
 from robopolicy.policies.diffusion.config import DiffusionConfig
 from robopolicy.policies.diffusion.model import DenoisingChain, DiffusionPolicy

@@ -8,17 +8,16 @@ steps (``diffusion_policy/config/train_diffusion_unet_lowdim_workspace.yaml``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Literal
 
+from robopolicy.config import did_you_mean
 from robopolicy.models.denoisers import DenoiserConfig
 from robopolicy.models.encoders import ObsEncoderConfig
 from robopolicy.models.unet1d import UNet1DConfig
 from robopolicy.policies.base import PolicyConfig
-from robopolicy.policies.diffusion.schedulers import (
-    BETA_SCHEDULES,
-    PREDICTION_TYPES,
-    SAMPLERS,
-)
+from robopolicy.sampling.processes import BETA_SCHEDULES, PREDICTION_TYPES
+from robopolicy.sampling.samplers import sampler_names
 
 MAX_TRAIN_TIMESTEPS = 100_000
 """Bound on K (100x DDPM's 1000): its schedule tables are built from the config alone."""
@@ -48,11 +47,13 @@ class DiffusionConfig(PolicyConfig):
     normalized units) at every denoising step."""
     clip_sample_range: float = 1.0
     """Bound of ``clip_sample``."""
-    sampler: Literal["ddpm", "ddim"] = "ddpm"
-    """Sampler of :meth:`sample` without ``noise``: ancestral ``ddpm`` or ``ddim`` (with
-    ``eta``). Given ``noise``, sampling is always DDIM with eta 0 (deterministic)."""
+    sampler: str = "ddpm"
+    """The registered diffusion sampler :meth:`sample` runs (:mod:`robopolicy.sampling.samplers`):
+    ancestral ``ddpm``, ``ddim`` (with ``eta``) or ``dpmpp``. Given ``noise``, its deterministic
+    twin runs (``ddpm`` and ``ddim`` as DDIM with eta 0)."""
     num_inference_steps: int | None = None
-    """Denoising steps per sample, spaced ``K // steps`` apart ("leading"); None means K."""
+    """Denoising steps per sample, on the sampler's grid (``ddpm``/``ddim``: ``K // steps``
+    apart, "leading"); None means K."""
     eta: float = 0.0
     """DDIM's noise scale: 0 deterministic, 1 has DDPM's posterior variance."""
 
@@ -65,7 +66,7 @@ class DiffusionConfig(PolicyConfig):
             )
         _one_of("beta_schedule", self.beta_schedule, BETA_SCHEDULES)
         _one_of("prediction_type", self.prediction_type, PREDICTION_TYPES)
-        _one_of("sampler", self.sampler, SAMPLERS)
+        _one_of("sampler", self.sampler, sampler_names("diffusion"))
         if not 0.0 < self.beta_start < self.beta_end < 1.0:
             raise ValueError(
                 f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}"
@@ -87,6 +88,7 @@ class DiffusionConfig(PolicyConfig):
         return self.num_inference_steps or self.num_train_timesteps
 
 
-def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
+def _one_of(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+        hint = did_you_mean(value, choices)
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}{hint}")

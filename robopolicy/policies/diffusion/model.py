@@ -1,22 +1,28 @@
-"""DiffusionPolicy: Diffusion Policy (Chi et al., 2023) with DDPM/DDIM sampling and DPPO's hooks.
+"""DiffusionPolicy: Diffusion Policy (Chi et al., 2023), sampled by the registered samplers, with
+DPPO's hooks.
 
 Shapes (``../shared/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Da action
 size, Dc conditioning size, k denoising steps of a sampler (K train timesteps).
 
 The observations (To steps, normalized) are encoded to one conditioning vector (B, Dc); the
 denoiser predicts the noise (or the clean chunk) of a noisy normalized action chunk (B, Tp, Da)
-given the timestep index ``t`` (0..K-1, as a float) and that vector. Every public tensor in or
-out of :meth:`sample`/:meth:`loss` is in raw units; chains (:class:`DenoisingChain`) are in
-normalized action units, where the noise lives.
+given the timestep index ``t`` (0..K-1, as a float) and that vector. The noise schedule is the
+policy's :class:`~robopolicy.sampling.processes.DiffusionProcess` (``process``, built from the
+config); :meth:`sample` runs the configured sampler of :mod:`robopolicy.sampling.samplers`
+(``ddpm``, ``ddim``, ``dpmpp``). Every public tensor in or out of :meth:`sample`/:meth:`loss` is
+in raw units; chains (:class:`DenoisingChain`) are in normalized action units, where the noise
+lives.
 
 DPPO (Ren et al., 2024; ``irom-princeton/dppo`` ``model/diffusion/diffusion_vpg.py``) treats each
-denoising step as a Gaussian policy step. :meth:`DiffusionPolicy.sample_chain` runs the chain
-and records every ``x`` with each step's mean, the std it sampled with (floored at ``min_std``
-for exploration) and its log-probability (std floored at ``logprob_min_std``);
+denoising step as a Gaussian policy step: the DDPM/DDIM step of the samplers
+(:func:`~robopolicy.sampling.samplers.gaussian_step`), with per-row values.
+:meth:`DiffusionPolicy.sample_chain` runs the chain and records every ``x`` with each step's
+mean, the std it sampled with (floored at ``min_std`` for exploration) and its log-probability
+(std floored at ``logprob_min_std``);
 :meth:`DiffusionPolicy.chain_log_prob` recomputes log-probabilities of stored transitions under
 the current weights, with gradients. Both work for DDPM and for DDIM (use ``eta > 0`` during
 RL so steps are stochastic). Unlike DPPO's DDIM, ``eps^`` is not re-derived from the clipped
-``x0^`` (diffusers' default, which the schedulers match).
+``x0^`` (diffusers' default, which the samplers match).
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from robopolicy.data.normalize import Normalizer
 from robopolicy.policies.base import Obs, Policy, register_policy
 from robopolicy.policies.build import build_networks, encode_observation
 from robopolicy.policies.diffusion.config import DiffusionConfig
-from robopolicy.policies.diffusion.schedulers import NoiseScheduler, gaussian_log_prob
+from robopolicy.sampling.processes import DiffusionProcess, diffuse, per_row
+from robopolicy.sampling.samplers import gaussian_log_prob, gaussian_step, get_sampler
 
 
 @dataclasses.dataclass
@@ -57,22 +64,14 @@ class DenoisingChain:
 
 @register_policy("diffusion", DiffusionConfig)
 class DiffusionPolicy(Policy):
-    """Conditional DDPM over action chunks; samples with DDPM or k-step DDIM."""
+    """Conditional DDPM over action chunks; samples with any registered diffusion sampler."""
 
     config: DiffusionConfig
 
     def __init__(self, config: DiffusionConfig, normalizer: Normalizer) -> None:
         super().__init__(config, normalizer)
         self.encoder, self.model = build_networks(config, config.denoiser, config.encoder)
-        self.scheduler = NoiseScheduler(
-            config.num_train_timesteps,
-            config.beta_schedule,
-            config.beta_start,
-            config.beta_end,
-            config.prediction_type,
-            config.clip_sample,
-            config.clip_sample_range,
-        )
+        self.process = DiffusionProcess.of(config)
 
     # ------------------------------------------------------------------ building blocks
 
@@ -89,22 +88,22 @@ class DiffusionPolicy(Policy):
         self,
         cond: Tensor,
         x: Tensor,
-        timesteps: Tensor,
         *,
-        sampler: str = "ddim",
-        eta: float = 0.0,
-        generator: torch.Generator | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        deterministic: bool = False,
     ) -> Tensor:
-        """Run the steps ``timesteps`` (k,) descending from ``x`` (B, Tp, Da) at ``timesteps[0]``
-        to the clean chunk (normalized). A suffix of :meth:`NoiseScheduler.timesteps` starting
-        from a re-noised chunk is a warm start."""
-        previous = self.scheduler.previous(timesteps)
-        for t, t_prev in zip(timesteps, previous, strict=True):
-            t, t_prev = t.expand(x.shape[0]), t_prev.expand(x.shape[0])
-            out = self.predict(x, t, cond)
-            mean, std = self.scheduler.step(out, x, t, t_prev, sampler=sampler, eta=eta)
-            x = mean if not bool((std > 0).any()) else mean + _bcast(std) * _randn(x, generator)
-        return x
+        """The clean chunk (B, Tp, Da, normalized) from ``x`` (B, Tp, Da) at the noisiest level:
+        the registered ``sampler`` over ``steps`` steps (the config's when None; ``ddim`` with
+        the config's ``eta``); ``deterministic``: its deterministic twin, eta 0."""
+        spec = get_sampler(sampler or self.config.sampler, "diffusion")
+        options = {"eta": self.config.eta} if "eta" in spec.options else {}
+        if deterministic:
+            spec, options = spec.twin, {}
+        k = steps or self.config.inference_steps
+        return spec.denoise(
+            self.process, self.model, x, cond, k, draw=lambda: torch.randn_like(x), **options
+        )
 
     def set_sampler(
         self, sampler: str | None = None, *, steps: int | None = None, eta: float | None = None
@@ -122,17 +121,16 @@ class DiffusionPolicy(Policy):
 
     @torch.no_grad()
     def sample(self, obs: Obs, *, noise: Tensor | None = None, steps: int | None = None) -> Tensor:
-        """(B, Tp, Da) raw-unit actions. Given ``noise`` (B, Tp, Da), the deterministic DDIM
-        (eta 0) chain from it; otherwise the configured sampler. ``steps`` overrides k."""
+        """(B, Tp, Da) raw-unit actions. Given ``noise`` (B, Tp, Da), the deterministic twin of
+        the configured sampler from it (DDIM with eta 0 for ``ddpm``/``ddim``); otherwise the
+        configured sampler from drawn noise. ``steps`` overrides k."""
         cond = self.encode(obs)
-        timesteps = self.scheduler.timesteps(steps or self.config.inference_steps)
         if noise is None:
             x = torch.randn(self._chunk(cond.shape[0]), device=cond.device)
-            sampler, eta = self.config.sampler, self.config.eta
         else:
             self.check_noise(noise, cond.shape[0])
-            x, sampler, eta = noise.to(cond.device, torch.float32), "ddim", 0.0
-        x0 = self.denoise(cond, x, timesteps, sampler=sampler, eta=eta)
+            x = noise.to(cond.device, torch.float32)
+        x0 = self.denoise(cond, x, steps=steps, deterministic=noise is not None)
         return self.to_actions(x0)
 
     def loss(
@@ -151,11 +149,18 @@ class DiffusionPolicy(Policy):
         if timesteps is None:
             k = self.config.num_train_timesteps
             timesteps = torch.randint(0, k, (size,), device=cond.device)
-        x_t = self.scheduler.add_noise(action, noise, timesteps)
+        x_t = diffuse(action, noise, self.process.abars(timesteps))
         target = noise if self.config.prediction_type == "epsilon" else action
         return F.mse_loss(self.predict(x_t, timesteps, cond), target)
 
     # ------------------------------------------------------------------ DPPO hooks
+
+    def chain_levels(self, steps: int | None = None, sampler: str | None = None) -> Tensor:
+        """(k+1,) int64 timesteps of the k-step chain of ``sampler`` (``ddpm``/``ddim``),
+        descending, then -1 ("clean"); the config's k and sampler when None."""
+        spec = get_sampler(sampler or self.config.sampler, "diffusion")
+        grid = spec.grid(self.process, steps or self.config.inference_steps)
+        return torch.tensor(grid, device=self.device).long()
 
     @torch.no_grad()
     def sample_chain(
@@ -196,11 +201,11 @@ class DiffusionPolicy(Policy):
         size = cond.shape[0]
         sampler = sampler or self.config.sampler
         eta = self.config.eta if eta is None else eta
-        timesteps = self.scheduler.timesteps(steps or self.config.inference_steps)
-        previous = self.scheduler.previous(timesteps)
-        n_frozen = 0 if finetune_steps is None else len(timesteps) - finetune_steps
-        if not 0 <= n_frozen <= len(timesteps):
-            raise ValueError(f"finetune_steps must be in [0, k={len(timesteps)}]: {finetune_steps}")
+        levels = self.chain_levels(steps, sampler)
+        abar, k = self.process.abars(levels), len(levels) - 1
+        n_frozen = 0 if finetune_steps is None else k - finetune_steps
+        if not 0 <= n_frozen <= k:
+            raise ValueError(f"finetune_steps must be in [0, k={k}]: {finetune_steps}")
         if n_frozen and frozen is None:
             raise ValueError("finetune_steps < k needs the frozen copy that runs the early steps")
         frozen_cond = frozen.encode(obs) if n_frozen and frozen is not None else None
@@ -210,17 +215,18 @@ class DiffusionPolicy(Policy):
             self.check_noise(noise, size)
             x = noise.to(cond.device, torch.float32)
         xs, means, stds, log_probs = [x], [], [], []
-        for i, (t, t_prev) in enumerate(zip(timesteps, previous, strict=True)):
-            t, t_prev = t.expand(size), t_prev.expand(size)
+        for i in range(k):
+            t = levels[i].expand(size)
             if i < n_frozen and frozen is not None:
                 out = frozen.predict(x, t, frozen_cond)
             else:
                 out = self.predict(x, t, cond)
-            mean, std = self.scheduler.step(out, x, t, t_prev, sampler=sampler, eta=eta)
-            draw = _randn(x, generator)
+            a, a_next = abar[i].expand(size), abar[i + 1].expand(size)
+            mean, std = self._step(out, x, a, a_next, sampler, eta)
+            draw = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             if noise_clip is not None:
                 draw = draw.clamp(-noise_clip, noise_clip)
-            x = mean + _bcast(std.clamp(min=min_std)) * draw
+            x = mean + per_row(std.clamp(min=min_std), draw) * draw
             log_probs.append(gaussian_log_prob(x, mean, std.clamp(min=logprob_min_std)))
             xs.append(x)
             means.append(mean)
@@ -230,7 +236,7 @@ class DiffusionPolicy(Policy):
             mean=torch.stack(means, 1),
             std=torch.stack(stds, 1),
             log_prob=torch.stack(log_probs, 1),
-            timesteps=timesteps,
+            timesteps=levels[:-1],
             actions=self.normalizer.unnormalize(x, "action"),
         )
 
@@ -296,23 +302,22 @@ class DiffusionPolicy(Policy):
         min_std: float,
         reduce: Literal["sum", "none"],
     ) -> Tensor:
-        timesteps = self.scheduler.timesteps(steps or self.config.inference_steps)
-        step = step.to(timesteps.device)
-        t, t_prev = timesteps[step], self.scheduler.previous(timesteps)[step]
+        sampler = sampler or self.config.sampler
+        levels = self.chain_levels(steps, sampler)
+        step = step.to(levels.device)
+        abar = self.process.abars(levels)
         eta = self.config.eta if eta is None else eta
-        out = self.predict(x_prev, t, cond)
-        mean, std = self.scheduler.step(
-            out, x_prev, t, t_prev, sampler=sampler or self.config.sampler, eta=eta
-        )
+        out = self.predict(x_prev, levels[step], cond)
+        mean, std = self._step(out, x_prev, abar[step], abar[step + 1], sampler, eta)
         return gaussian_log_prob(x_next, mean, std.clamp(min=min_std), reduce=reduce)
+
+    def _step(
+        self, out: Tensor, x: Tensor, a: Tensor, a_next: Tensor, sampler: str, eta: float | Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The step's Gaussian ``(mean (B, Tp, Da), std (B,))`` from the network output ``out``
+        at ``x``, from ``abar`` ``a`` (B,) to ``a_next`` (B,)."""
+        x0, eps = self.process.estimates(out, x, a)
+        return gaussian_step(x0, eps, x, a, a_next, sampler=sampler, eta=eta)
 
     def _chunk(self, size: int) -> tuple[int, int, int]:
         return (size, self.config.horizon, self.config.action_dim)
-
-
-def _randn(like: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
-
-
-def _bcast(v: Tensor) -> Tensor:
-    return v.reshape(-1, 1, 1)

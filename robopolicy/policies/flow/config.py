@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from robopolicy.config import did_you_mean
 from robopolicy.models.denoisers import DenoiserConfig
 from robopolicy.models.encoders import ObsEncoderConfig
 from robopolicy.models.unet1d import UNet1DConfig
 from robopolicy.policies.base import PolicyConfig
+from robopolicy.sampling.samplers import sampler_names
 
 TIME_SAMPLINGS = ("uniform", "beta")
-INTEGRATORS = ("euler", "midpoint")
 
 
 @dataclasses.dataclass
@@ -37,9 +38,10 @@ class FlowConfig(PolicyConfig):
     """Second shape parameter of the ``beta`` time sampling."""
     min_time: float = 0.001
     """Lowest training time (pi0: 0.001), in [0, 1)."""
-    sampler: Literal["euler", "midpoint"] = "euler"
-    """ODE integrator of :meth:`sample`: Euler (1 network call per step) or the explicit
-    midpoint rule (2 calls per step, second order)."""
+    sampler: str = "euler"
+    """The registered flow sampler (ODE integrator) :meth:`sample` runs
+    (:mod:`robopolicy.sampling.samplers`): ``euler`` (1 network call per step) or the explicit
+    ``midpoint`` rule (2 calls per step, second order)."""
     num_inference_steps: int = 10
     """Integration steps per sample (uniform in t)."""
     time_scale: float = 1000.0
@@ -57,8 +59,10 @@ class FlowConfig(PolicyConfig):
         super().__post_init__()
         if self.time_sampling not in TIME_SAMPLINGS:
             raise ValueError(f"time_sampling must be one of {list(TIME_SAMPLINGS)}")
-        if self.sampler not in INTEGRATORS:
-            raise ValueError(f"sampler must be one of {list(INTEGRATORS)}, got {self.sampler!r}")
+        samplers = sampler_names("flow")
+        if self.sampler not in samplers:
+            hint = did_you_mean(self.sampler, samplers)
+            raise ValueError(f"sampler must be one of {samplers}, got {self.sampler!r}{hint}")
         if not (self.beta_alpha > 0 and self.beta_beta > 0):
             raise ValueError(f"beta_alpha and beta_beta must be positive, got {self.beta_alpha}")
         if not 0.0 <= self.min_time < 1.0:

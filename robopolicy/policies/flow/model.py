@@ -7,7 +7,9 @@ Convention (openpi's pi0, the FPO reference code): in normalized action units, a
 ``a`` and noise ``eps ~ N(0, I)`` give ``x_t = t * eps + (1 - t) * a`` for ``t`` in [0, 1]
 (``t = 1`` noise, ``t = 0`` data); the network ``v(x_t, t, cond)`` regresses the velocity
 ``u = eps - a`` (mean squared error over Tp and Da). Sampling integrates ``dx/dt = v`` from
-noise at ``t = 1`` to ``t = 0`` with k uniform Euler or midpoint steps; given the noise it is
+noise at ``t = 1`` to ``t = 0`` with k uniform steps of the configured flow sampler of
+:mod:`robopolicy.sampling.samplers` (``euler``, ``midpoint``) on the policy's
+:class:`~robopolicy.sampling.processes.FlowProcess` (``process``); given the noise it is
 deterministic. The denoiser sees ``t * time_scale`` as its timestep.
 
 FPO (McAllister et al., 2025) replaces PPO's likelihood ratio with ``exp(L_old - L_new)`` of
@@ -18,7 +20,6 @@ gives those per-pair losses (B, N), independent of the integrator used to act.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,8 @@ from robopolicy.data.normalize import Normalizer
 from robopolicy.policies.base import BatchError, Obs, Policy, register_policy
 from robopolicy.policies.build import build_networks, encode_observation
 from robopolicy.policies.flow.config import FlowConfig
+from robopolicy.sampling.processes import FlowProcess
+from robopolicy.sampling.samplers import get_sampler
 
 
 @register_policy("flow", FlowConfig)
@@ -40,6 +43,7 @@ class FlowPolicy(Policy):
     def __init__(self, config: FlowConfig, normalizer: Normalizer) -> None:
         super().__init__(config, normalizer)
         self.encoder, self.model = build_networks(config, config.denoiser, config.encoder)
+        self.process = FlowProcess.of(config)
 
     # ------------------------------------------------------------------ building blocks
 
@@ -52,30 +56,15 @@ class FlowPolicy(Policy):
         """v (B, Tp, Da) at ``x`` (B, Tp, Da), times ``t`` (B,) in [0, 1], ``cond`` (B, Dc)."""
         return self.model(x, t.to(x.dtype) * self.config.time_scale, cond)
 
-    def integrate(
-        self,
-        cond: Tensor,
-        x: Tensor,
-        *,
-        steps: int | None = None,
-        method: str | None = None,
-        t_start: float = 1.0,
+    def denoise(
+        self, cond: Tensor, x: Tensor, *, sampler: str | None = None, steps: int | None = None
     ) -> Tensor:
-        """Integrate ``x`` (B, Tp, Da) at time ``t_start`` down to ``t = 0`` in ``steps``
-        uniform steps of ``method`` (``euler``/``midpoint``; the config's when None). Starting
-        below 1 from a re-noised chunk ``t * eps + (1 - t) * a`` is a warm start."""
-        steps = steps or self.config.num_inference_steps
-        method = method or self.config.sampler
-        if steps < 1 or method not in ("euler", "midpoint"):
-            raise ValueError(f"need steps >= 1 and euler or midpoint, got {steps}, {method!r}")
-        times = torch.linspace(t_start, 0.0, steps + 1, device=x.device)
-        for t, t_next in itertools.pairwise(times):
-            h = t_next - t
-            v = self.velocity(x, t.expand(x.shape[0]), cond)
-            if method == "midpoint":
-                v = self.velocity(x + 0.5 * h * v, (t + 0.5 * h).expand(x.shape[0]), cond)
-            x = x + h * v
-        return x
+        """The integrated chunk (B, Tp, Da, normalized, unclipped) from ``x`` (B, Tp, Da) at
+        ``t = 1``: ``steps`` uniform steps of the registered flow ``sampler`` (the config's when
+        None)."""
+        spec = get_sampler(sampler or self.config.sampler, "flow")
+        k = steps or self.config.num_inference_steps
+        return spec.denoise(self.process, self.model, x, cond, k)
 
     def sample_time(self, shape: tuple[int, ...], device: torch.device | str = "cpu") -> Tensor:
         """Training times of ``shape`` from the configured distribution (see the config)."""
@@ -111,7 +100,7 @@ class FlowPolicy(Policy):
         else:
             self.check_noise(noise, size)
             x = noise.to(cond.device, torch.float32)
-        return self.to_actions(self.integrate(cond, x, steps=steps))
+        return self.to_actions(self.denoise(cond, x, steps=steps))
 
     def to_actions(self, x: Tensor) -> Tensor:
         """Raw-unit actions from an integrated chunk, clipped first when ``clip_sample``."""
