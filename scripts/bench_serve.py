@@ -52,13 +52,14 @@ import torch
 
 from robopolicy.data.normalize import Normalizer
 from robopolicy.inference.engine import EngineConfig, InferenceEngine
-from robopolicy.inference.serving import ServerProcess
+from robopolicy.inference.serving import Engine
 from robopolicy.models.mlp import MLPDenoiserConfig
 from robopolicy.models.unet1d import UNet1DConfig
 from robopolicy.policies import Policy, save_policy
 from robopolicy.policies.diffusion import DiffusionConfig, DiffusionPolicy
 from robopolicy.policies.flow import FlowConfig, FlowPolicy
 from robopolicy.serve import PolicyClient
+from robopolicy.serve.commands import ServerProcess
 
 WINDOW = dict(n_obs_steps=2, horizon=16, n_action_steps=8)
 SHAPES = {"state": (20,), "action": (2,)}
@@ -212,10 +213,7 @@ def bench(name: str, args: argparse.Namespace, workdir: Path) -> list[dict[str, 
 
 
 def local_sampler(policy: Policy, backend: str, sampler: str, threads: int) -> Any:
-    """``sample(obs, steps=k)`` in-process: the policy's own loop, or an inference engine."""
-    if backend == "policy":
-        policy.set_sampler(sampler)
-        return policy.sample
+    """``sample(obs, steps=k)`` in-process: the engine on ``backend`` (``policy``: its own loop)."""
     return InferenceEngine(policy, EngineConfig(sampler, backend=backend, threads=threads)).sample
 
 
@@ -251,7 +249,7 @@ def print_table(rows: list[dict[str, Any]], setup: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- transport: ours vs openpi-style
 
 
-class ZeroEngine:
+class ZeroEngine(Engine):
     """A policy that computes nothing (Push-T low-dim shapes): a round trip is all transport."""
 
     def metadata(self) -> dict[str, Any]:

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from robopolicy.atomic import atomic_write_json
+from robopolicy.inference.serving import Engine
 from robopolicy.serve.config import ServerConfig
-from robopolicy.serve.messages import PROTOCOL_VERSION
 from robopolicy.serve.server import PolicyServer
 
 OBS_STEPS, HORIZON, ACTION_STEPS, FPS = 2, 8, 4, 10.0
@@ -44,8 +44,9 @@ FREQUENCY = 0.25
 """Hz of the wave."""
 
 
-class WaveEngine:
-    """The fake policy (module docstring); implements the server's ``Engine`` protocol."""
+class WaveEngine(Engine):
+    """The fake policy (module docstring): an :class:`~robopolicy.inference.serving.Engine`
+    without inpainting."""
 
     def __init__(
         self, center: np.ndarray, *, amplitude: float = 0.15, control: Path | None = None
@@ -64,7 +65,6 @@ class WaveEngine:
     def metadata(self) -> dict[str, Any]:
         dim = len(self.center)
         return {
-            "protocol": PROTOCOL_VERSION,
             "name": "wave",
             "policy_type": "wave",
             "n_obs_steps": OBS_STEPS,

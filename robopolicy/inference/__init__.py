@@ -1,8 +1,8 @@
-"""Inference: samplers, warm start, real-time chunking, distillation, the inference engine and
-client-side action scheduling.
+"""Inference: the inference engine (and, in :mod:`robopolicy.inference.serving`, the engine
+protocol the policy server runs), samplers, warm start, real-time chunking and distillation.
 
-``robopolicy.inference.schedule`` imports numpy only (it runs beside the torch-free serving
-client); everything else loads torch, so names here load on first use.
+Everything here but ``serving`` loads torch, so its names load on first use (the numpy-only
+timing of action chunks is :mod:`robopolicy.serve.chunks`).
 
     from robopolicy.inference import load_for_inference
     engine = load_for_inference("ckpt", sampler="dpmpp", steps=8)     # backend "auto"
@@ -15,8 +15,6 @@ import importlib
 from typing import Any
 
 _NAMES = {
-    "ActionChunk": "robopolicy.inference.schedule",
-    "ActionScheduler": "robopolicy.inference.schedule",
     "DistillConfig": "robopolicy.inference.distill",
     "EngineConfig": "robopolicy.inference.engine",
     "InferenceEngine": "robopolicy.inference.engine",

@@ -4,8 +4,9 @@ Each backend is a :data:`Net`: ``net(x, t, cond) -> out`` with ``x``/``out`` (B,
 ``cond`` (B, Dc) and ``t`` a Python float, in the backend's array type (``xp``: ``"torch"`` or
 ``"numpy"``). Inputs were checked at the engine's boundary, so backends call the network's
 unchecked ``denoise`` directly. ``calls`` counts network evaluations. Backends register by
-name with :func:`register_backend` (``build(policy, threads)``); :func:`choose_backend` also
-knows ``auto``.
+name with :func:`register_backend` (``build(policy, threads)``, ``policy`` a
+:class:`~robopolicy.policies.base.DenoisingPolicy`); :func:`choose_backend` also knows ``auto``.
+The engine's ``policy`` backend (the policy's own ``sample``) runs no network here.
 
 - ``torch`` (:class:`TorchNet`): eager, under ``torch.inference_mode``, with the time vector
   preallocated per batch size.
@@ -33,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from robopolicy.config import did_you_mean
+from robopolicy.policies.base import DenoisingPolicy
 
 ONNX_OPSET = 17
 log = logging.getLogger(__name__)
@@ -40,16 +42,20 @@ log = logging.getLogger(__name__)
 
 Net = Any
 """A backend: ``net(x, t, cond) -> out`` with ``xp`` and ``calls`` (module docstring)."""
-Builder = Callable[[Any, "int | None"], Net]
+Builder = Callable[[DenoisingPolicy, "int | None"], Net]
 """``build(policy, threads) -> net``; a ValueError when the backend cannot run the policy."""
 BACKENDS: dict[str, Builder] = {}
+POLICY = "policy"
+"""The engine's backend that runs the policy's own ``sample`` loop (no network here)."""
+RESERVED = ("auto", POLICY)
+"""Backend names the engine resolves itself, never registered: ``auto`` picks one."""
 
 
 def register_backend(name: str) -> Callable[[type], type]:
     """Class decorator: the class's ``build(policy, threads)`` becomes backend ``name``."""
 
     def decorate(cls: type) -> type:
-        if name in BACKENDS or name == "auto":
+        if name in BACKENDS or name in RESERVED:
             raise ValueError(f"backend {name!r} registered twice (or reserved)")
         BACKENDS[name] = cls.build  # type: ignore[attr-defined]
         return cls
@@ -60,7 +66,7 @@ def register_backend(name: str) -> Callable[[type], type]:
 def get_backend(name: str) -> Builder:
     """The builder of backend ``name`` (a ValueError with a did-you-mean when unknown)."""
     if name not in BACKENDS:
-        names = ["auto", *BACKENDS]
+        names = [*RESERVED, *BACKENDS]
         raise ValueError(f"no backend {name!r}{did_you_mean(name, names)} (have {names})")
     return BACKENDS[name]
 
@@ -80,7 +86,7 @@ class TorchNet:
     xp = "torch"
 
     @classmethod
-    def build(cls, policy: Any, threads: int | None) -> TorchNet:
+    def build(cls, policy: DenoisingPolicy, threads: int | None) -> TorchNet:
         return cls(policy.model)
 
     def __init__(self, model: nn.Module) -> None:
@@ -136,7 +142,7 @@ class OnnxNet:
     xp = "numpy"
 
     @classmethod
-    def build(cls, policy: Any, threads: int | None) -> OnnxNet:
+    def build(cls, policy: DenoisingPolicy, threads: int | None) -> OnnxNet:
         if policy.device.type != "cpu":
             raise ValueError(f"backend onnx runs on the CPU; the policy is on {policy.device}")
         c = policy.config
@@ -187,7 +193,7 @@ class CudaGraphNet:
     xp = "torch"
 
     @classmethod
-    def build(cls, policy: Any, threads: int | None) -> CudaGraphNet:
+    def build(cls, policy: DenoisingPolicy, threads: int | None) -> CudaGraphNet:
         if policy.device.type != "cuda":
             raise ValueError(f"backend cuda-graph needs the policy on a GPU, not {policy.device}")
         return cls(policy.model)
@@ -225,7 +231,7 @@ class CudaGraphNet:
 
 
 def choose_backend(
-    policy: Any, backend: str, *, threads: int | None = None, margin: float = 0.9
+    policy: DenoisingPolicy, backend: str, *, threads: int | None = None, margin: float = 0.9
 ) -> tuple[Net, str]:
     """``(net, name)`` for ``policy``'s denoiser on a registered backend, or ``auto``: CUDA graphs
     on a GPU; on the CPU the ONNX graph when its median batch-1 call takes < ``margin`` times

@@ -1,33 +1,67 @@
-"""The engine ``robopolicy serve`` serves, and that command as a subprocess.
+"""What ``robopolicy serve`` serves: the engine protocol and the engine of a checkpoint. Imports
+no torch (torch-free engines implement the protocol too).
 
-- :func:`load_engine`: what ``robopolicy serve CKPT --backend B --sampler S --steps K`` serves.
-  ``backend="policy"`` (the command's default) keeps the server's own engine
-  (:class:`~robopolicy.serve.engine.PolicyEngine`: the policy's ``sample``, bit-for-bit what an
-  in-process call returns; samplers ddpm/ddim/euler/midpoint through ``set_sampler``). Any other
-  backend (``auto``, ``torch``, ``onnx``, ``cuda-graph``) serves an
-  :class:`~robopolicy.inference.engine.InferenceEngine`: any registered sampler (``dpmpp``
-  too), on the exported graph or CUDA graphs. ``device`` is where the policy runs
-  (:func:`resolve_device`): ``cuda`` for ``cuda-graph`` (the default there), ``cpu`` otherwise.
-  ``robopolicy eval`` builds its policy or engine the same way (:mod:`sim.eval_sampling`).
-- :class:`ServerProcess` runs ``robopolicy serve CKPT --port 0 ...`` in a subprocess and reads
-  the address it prints (benchmarks, the quickstart's serving stage, tests).
+- :class:`Engine`: what the policy server (:mod:`robopolicy.serve.server`) needs from an
+  engine; :class:`~robopolicy.inference.engine.InferenceEngine` is the real one, and torch-free
+  fakes (tests, ``hardware.testing.policy_server``) subclass it for the defaults of its optional
+  inpainting.
+- :func:`load_engine`: what ``robopolicy serve CKPT --backend B --sampler S --steps K`` serves,
+  an :class:`~robopolicy.inference.engine.InferenceEngine`. ``backend="policy"`` (the command's
+  default) runs the policy's own ``sample``, bit for bit what an in-process call returns (its
+  sampler and steps chosen through ``Policy.set_sampler``); ``auto``, ``torch``,
+  ``onnx`` or ``cuda-graph`` run any registered sampler (``dpmpp`` too) on the exported graph or
+  CUDA graphs, and inpaint. ``device`` is where the policy runs (:func:`resolve_device`):
+  ``cuda`` for ``cuda-graph`` (the default there), ``cpu`` otherwise.
+
+The server (:mod:`robopolicy.serve`) depends on this package, never the reverse.
 """
 
 from __future__ import annotations
 
-import json
-import select
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-# `robopolicy serve` through the real command line; importing the command module first
-# registers it even where the installed entry points predate it.
-LAUNCH = (
-    "import sys, robopolicy.serve.commands; from robopolicy.cli import main; "
-    "sys.exit(main(sys.argv[1:]))"
-)
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class Engine(Protocol):
+    """A policy behind the server. The server calls it from its one inference thread with arrays
+    it has checked against :meth:`metadata` (and stacked, when it batches requests), so an engine
+    only converts, samples and converts back. Prefix inpainting is optional: an engine that
+    subclasses this protocol without overriding :attr:`inpaint` and :meth:`run_with_prefix`
+    declares none, and the server refuses a ``prefix`` (``robopolicy/serve/protocol.md``)."""
+
+    def metadata(self) -> dict[str, Any]:
+        """The policy and how it samples: ``name``, ``policy_type``, ``n_obs_steps``, ``horizon``,
+        ``n_action_steps``, ``action_dim``, ``obs`` (key -> ``shape``, ``dtype``), ``fps``,
+        ``sampler``, ``steps``, ``max_steps`` (and ``backend``); the server's ``metadata`` reply
+        adds the protocol version and :attr:`inpaint`."""
+        ...
+
+    def run(
+        self, obs: dict[str, np.ndarray], noise: np.ndarray | None, steps: int | None
+    ) -> np.ndarray:
+        """(B, Tp, Da) float32 raw-unit actions for checked ``obs`` (each (B, To, ...)); given
+        ``noise`` (B, Tp, Da), deterministic; ``steps`` overrides the steps per sample."""
+        ...
+
+    @property
+    def inpaint(self) -> bool:
+        """Whether :meth:`run_with_prefix` works (real-time chunking)."""
+        return False
+
+    def run_with_prefix(
+        self,
+        obs: dict[str, np.ndarray],
+        noise: np.ndarray | None,
+        steps: int | None,
+        prefix: np.ndarray,
+        frozen: int | None,
+    ) -> np.ndarray:
+        """As :meth:`run`, the chunk beginning with ``prefix`` (B, L, Da) raw units, its first
+        ``frozen`` actions committed; only where :attr:`inpaint`."""
+        raise NotImplementedError(f"{type(self).__name__} does not inpaint")
 
 
 def load_engine(
@@ -39,19 +73,12 @@ def load_engine(
     threads: int | None = None,
     fps: float | None = None,
     device: str | None = None,
-) -> Any:
+) -> Engine:
     """The server's engine for ``checkpoint`` (module docstring); a ValueError names a bad
     sampler, step count, backend or device."""
-    device = resolve_device(device, backend)
-    if backend == "policy":
-        from robopolicy.policies.base import choose_sampler
-        from robopolicy.serve.engine import PolicyEngine
-
-        engine = PolicyEngine.from_checkpoint(checkpoint, threads=threads, fps=fps, device=device)
-        choose_sampler(engine.policy, sampler, steps)
-        return engine
     from robopolicy.inference.engine import load_for_inference
 
+    device = resolve_device(device, backend)
     return load_for_inference(
         checkpoint, sampler, steps, backend=backend, threads=threads, fps=fps, device=device
     )
@@ -69,41 +96,3 @@ def resolve_device(device: str | None, backend: str) -> str:
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: this machine has no CUDA GPU (torch sees none)")
     return device
-
-
-class ServerProcess:
-    """``robopolicy serve CHECKPOINT --port 0 [--flag value ...]`` in a subprocess; stopped on
-    exit. ``options`` become flags (``max_batch=16`` -> ``--max-batch 16``; None is left out)."""
-
-    def __init__(self, checkpoint: str | Path, *, timeout: float = 180.0, **options: Any) -> None:
-        flags = [str(checkpoint), "--port", "0"]
-        for key, value in options.items():
-            if value is not None:
-                flags += [f"--{key.replace('_', '-')}", str(value)]
-        command = [sys.executable, "-c", LAUNCH, "serve", *flags]
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready and self.proc.stdout else ""
-        if not line:
-            self.stop()
-            raise RuntimeError(f"the server for {checkpoint} did not start (see its stderr)")
-        event = json.loads(line)
-        self.host, self.port = event["host"], event["port"]
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, then kill if it hangs."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -9,6 +9,12 @@ steps (Ta <= Tp - To + 1), Da action size, K denoising steps.
   executors run ``[To - 1, To - 1 + Ta)``.
 - ``loss(batch) -> ()`` for behaviour cloning, ``batch = {"obs": {...}, "action": (B, Tp, Da)}``
   as :class:`robopolicy.data.dataset.SequenceDataset` serves it (raw units).
+- ``set_sampler(sampler, steps=...)``: the sampler ``sample`` runs, chosen after loading; a
+  policy without one (Gaussian, steered) refuses any choice.
+
+A policy that denoises (diffusion, flow) is also a :class:`DenoisingPolicy` (with a
+:class:`SamplerConfig`): the inference engine runs those parts on its own backends
+(:mod:`robopolicy.inference.engine`) and checks for them with ``isinstance``.
 
 Normalization lives inside the policy: its :class:`~robopolicy.data.normalize.Normalizer` is
 fitted on the training data and travels in the checkpoint.
@@ -20,13 +26,18 @@ import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from robopolicy.data.normalize import Normalizer
 from robopolicy.errors import RobopolicyError
+
+if TYPE_CHECKING:
+    from robopolicy.models.denoisers import Denoiser
+    from robopolicy.models.encoders import ObsEncoder
+    from robopolicy.sampling.processes import Process
 
 Obs = Mapping[str, Tensor]
 IMAGE_PREFIX = "image."
@@ -115,18 +126,6 @@ def register_policy(name: str, config: type[PolicyConfig]) -> Callable[[type], t
     return decorate
 
 
-def choose_sampler(policy: Policy, sampler: str | None, steps: int | None = None) -> None:
-    """Sample ``policy`` with ``sampler`` (None: its own) for ``steps`` steps (None: its own),
-    e.g. right after ``load_policy``; a ValueError for a policy without samplers (Gaussian,
-    steered) or a sampler that is not its family's."""
-    if sampler is None and steps is None:
-        return
-    set_sampler = getattr(policy, "set_sampler", None)
-    if set_sampler is None:
-        raise ValueError("this policy has no sampler to choose")
-    set_sampler(sampler, steps=steps)
-
-
 def load_policy_types() -> dict[str, type[Policy]]:
     """Import every policy package under :mod:`robopolicy.policies` (each registers itself)."""
     import robopolicy.policies
@@ -158,6 +157,13 @@ class Policy(nn.Module):
     def loss(self, batch: Mapping[str, Any]) -> Tensor:
         """Scalar behaviour-cloning loss on a raw-unit batch."""
         raise NotImplementedError
+
+    def set_sampler(self, sampler: str | None = None, *, steps: int | None = None) -> None:
+        """Sample with ``sampler`` (None: the policy's own) for ``steps`` steps (None: its own),
+        e.g. right after ``load_policy``; a ValueError for a sampler that is not its family's,
+        or for any choice where the policy has no sampler (here: Gaussian, steered)."""
+        if sampler is not None or steps is not None:
+            raise ValueError(f"a {self.type_name} policy has no sampler to choose")
 
     def to_actions(self, x: Tensor) -> Tensor:
         """Raw-unit actions (B, T, Da) from a sampled chunk in normalized units (every sampler's
@@ -207,3 +213,46 @@ class Policy(nn.Module):
         if tuple(action.shape) != want:
             raise BatchError(f"action has shape {tuple(action.shape)}, want {want}")
         return size
+
+
+class SamplerConfig(Protocol):
+    """The config of a :class:`DenoisingPolicy`: the sampler its ``sample`` runs and how long."""
+
+    sampler: str
+    """A registered sampler of the policy's family (:mod:`robopolicy.sampling.samplers`)."""
+
+    @property
+    def inference_steps(self) -> int:
+        """k: the sampler's steps per sample."""
+        ...
+
+
+@runtime_checkable
+class EtaConfig(Protocol):
+    """A sampler config with DDIM's noise scale (diffusion)."""
+
+    eta: float
+    """0 deterministic, 1 DDPM's posterior variance."""
+
+
+@runtime_checkable
+class DenoisingPolicy(Protocol):
+    """A :class:`Policy` that samples by denoising a chunk with a registered sampler (diffusion,
+    flow): what the inference engine runs itself, the sampler calling the denoiser on a backend
+    of its own (:mod:`robopolicy.inference.engine`)."""
+
+    config: SamplerConfig
+    """Its config (a :class:`PolicyConfig` too)."""
+    process: Process
+    """The noise process its samplers walk (:mod:`robopolicy.sampling.processes`)."""
+    encoder: ObsEncoder
+    """Observations -> conditioning; ``encoder.out_dim`` is Dc."""
+    model: Denoiser
+    """The network a sampler calls k times: ``model.denoise(x, t, cond)``, inputs unchecked."""
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def encode(self, obs: Obs) -> Tensor:
+        """(B, Dc) conditioning of raw-unit ``obs``, after checking it against the config."""
+        ...

@@ -1,7 +1,8 @@
 """Serving: the policy server, its torch-free client and the wire between them.
 
-``from robopolicy.serve import PolicyClient`` imports numpy and msgpack only; the server side
-(:mod:`robopolicy.serve.server`, :mod:`robopolicy.serve.engine`) is imported on demand.
+``from robopolicy.serve import PolicyClient`` imports numpy and msgpack only; the server
+(:mod:`robopolicy.serve.server`) is imported on demand and serves an engine of
+:mod:`robopolicy.inference` (the dependency runs that way only).
 ``protocol.md`` beside this file is the protocol on one page.
 """
 

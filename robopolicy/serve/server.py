@@ -51,8 +51,8 @@ from robopolicy.serve.reactor import Lead, Reactor
 from robopolicy.serve.wire import WireError, decode, encode, frame, scan
 from robopolicy.serve.worker import InferenceWorker, Job
 
-if TYPE_CHECKING:  # the engine module imports torch; the server itself does not
-    from robopolicy.serve.engine import Engine
+if TYPE_CHECKING:
+    from robopolicy.inference.serving import Engine
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,11 @@ class PolicyServer:
         self._worker_stats: dict[str, int] = {}  # by the inference thread only
         self._worker = InferenceWorker(engine, self.config, self._post, self._count_worker)
         self.engine = self._worker.engine
-        self.meta = self.engine.metadata()
+        self.meta = {
+            "protocol": m.PROTOCOL_VERSION,
+            **self.engine.metadata(),
+            "inpaint": self.engine.inpaint,
+        }
         self._meta_reply = {"type": "metadata", **self.meta}
         self._token = None if self.config.token is None else self.config.token.encode()
         self._conns: dict[Connection, None] = {}  # in admission order: oldest first

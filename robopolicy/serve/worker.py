@@ -31,8 +31,8 @@ import numpy as np
 from robopolicy.serve import messages as m
 from robopolicy.serve.config import ServerConfig
 
-if TYPE_CHECKING:  # the engine module imports torch; the server itself does not
-    from robopolicy.serve.engine import Engine
+if TYPE_CHECKING:
+    from robopolicy.inference.serving import Engine
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +173,8 @@ class InferenceWorker:
         try:
             if prefix is None:
                 actions = self.engine.run(obs, noise, steps)
-            else:  # parse_infer takes a prefix only where metadata says "inpaint"
-                inpaint = self.engine.run_with_prefix  # type: ignore[attr-defined]
-                actions = inpaint(obs, noise, steps, prefix, frozen)
+            else:  # parse_infer takes a prefix only where the engine inpaints
+                actions = self.engine.run_with_prefix(obs, noise, steps, prefix, frozen)
             if actions.shape != (total, *self.chunk) or not np.isfinite(actions).all():
                 raise ValueError(f"bad actions from the engine: {actions.shape} or non-finite")
         except Exception as exc:  # log it here; the client learns only the kind of failure

@@ -1,5 +1,5 @@
 """The inference engine: the exported graph and CUDA graphs match eager torch; the server's
-engine seam."""
+engine seam; backend ``policy``, the policy's own loop."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from robopolicy.inference.backends import OnnxNet, TorchNet
 from robopolicy.inference.engine import EngineConfig, InferenceEngine
 from robopolicy.models.unet1d import UNet1DConfig
 from robopolicy.policies.diffusion import DiffusionConfig, DiffusionPolicy
+from robopolicy.policies.gaussian import GaussianPolicy, GaussianPolicyConfig
 from tests.inference.toy import make_toy_policy, needs_onnx
 
 
@@ -73,6 +74,32 @@ def test_the_engine_is_the_servers_engine():
     assert actions.dtype == np.float32 and actions.shape == (2, 8, 2)
     np.testing.assert_array_equal(actions, engine.run(obs, noise, 5))
     assert engine.run(obs, None, None).shape == (2, 8, 2)
+
+
+def test_backend_policy_is_the_policys_own_sample_and_the_only_one_without_a_sampler():
+    config = GaussianPolicyConfig(n_obs_steps=2, horizon=8, n_action_steps=4)
+    gaussian = GaussianPolicy.untrained(config, {"state": (3,)}, (2,), (-1.0, -1.0), (1.0, 1.0))
+    flow = make_toy_policy("flow", width=32)
+    obs = {"state": np.random.default_rng(0).normal(size=(2, 2, 3)).astype(np.float32)}
+    noise = np.random.default_rng(1).normal(size=(2, 8, 2)).astype(np.float32)
+    for policy, sampler, steps in ((gaussian, None, None), (flow, "midpoint", 3)):
+        engine = InferenceEngine(policy, EngineConfig(sampler, steps, backend="policy"))
+        meta = engine.metadata()
+        assert (meta["sampler"], meta["steps"], meta["max_steps"]) == (sampler, steps, 1000)
+        assert "backend" not in meta and not engine.inpaint and engine.net_evals is None
+        with torch.inference_mode():
+            own = policy.sample(
+                {"state": torch.from_numpy(obs["state"])}, noise=torch.from_numpy(noise)
+            )
+        np.testing.assert_array_equal(engine.run(obs, noise, None), own.numpy())
+        with pytest.raises(NotImplementedError, match="does not inpaint"):
+            engine.run_with_prefix(obs, noise, None, noise[:, :2], 1)
+    with pytest.raises(ValueError, match="a gaussian policy has no sampler to choose"):
+        InferenceEngine(gaussian, EngineConfig(steps=4, backend="policy"))
+    with pytest.raises(ValueError, match="which a gaussian policy has not"):
+        InferenceEngine(gaussian, EngineConfig(backend="torch"))
+    with pytest.raises(ValueError, match="own eta and noise"):
+        EngineConfig(backend="policy", seed=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

@@ -12,13 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from robopolicy.serve.commands import LAUNCH
+
 FIXTURES = Path(__file__).resolve().parents[1] / "policies" / "fixtures"
-# ``robopolicy serve`` through the real command line; importing the command module first
-# registers it even where the installed entry points predate ``serve``.
-LAUNCH = (
-    "import sys, robopolicy.serve.commands; from robopolicy.cli import main; "
-    "sys.exit(main(sys.argv[1:]))"
-)
 
 
 class ServerProcess:

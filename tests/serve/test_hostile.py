@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from robopolicy.inference.serving import Engine
 from robopolicy.serve import PolicyClient, ServerError
 from robopolicy.serve import hostile as h
 from robopolicy.serve.config import ServerConfig, read_token
@@ -29,7 +30,7 @@ OBS = {"state": np.zeros((1, 2, 3), np.float32)}
 TOKEN = "a-long-shared-token"
 
 
-class ZeroEngine:
+class ZeroEngine(Engine):
     """To 2, Tp 4, Da 2; actions are zeros."""
 
     def metadata(self) -> dict[str, Any]:

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from robopolicy.inference.engine import EngineConfig, InferenceEngine
+from robopolicy.inference.serving import Engine
 from robopolicy.policies import Policy, load_policy
 from robopolicy.serve import PolicyClient, ServerError
+from robopolicy.serve.commands import SlowEngine
 from robopolicy.serve.config import ServerConfig
-from robopolicy.serve.engine import PolicyEngine, SlowEngine
 from robopolicy.serve.server import PolicyServer
 from tests.serve.conftest import FIXTURES
 
@@ -24,6 +26,13 @@ from tests.serve.conftest import FIXTURES
 @pytest.fixture(scope="module")
 def policy() -> Policy:
     return load_policy(FIXTURES / "diffusion_mlp")
+
+
+OWN_LOOP = EngineConfig(backend="policy")  # the policy's own sample(), as `robopolicy serve`
+
+
+def own(policy: Policy) -> InferenceEngine:
+    return InferenceEngine(policy, OWN_LOOP)
 
 
 @contextlib.contextmanager
@@ -64,7 +73,7 @@ def in_thread(fn: Any, *args: Any, **kwargs: Any) -> tuple[threading.Thread, lis
 
 def test_slow_inference_blocks_neither_health_nor_other_clients(policy: Policy) -> None:
     obs, noise = inputs(1, 0)
-    with serving(SlowEngine(PolicyEngine(policy), 1.5)) as (_, port):
+    with serving(SlowEngine(own(policy), 1.5)) as (_, port):
         busy = PolicyClient(port=port)
         thread, out = in_thread(busy.infer, obs, timeout_s=10, noise=noise)
         time.sleep(0.2)  # the forward pass is now running
@@ -86,7 +95,7 @@ def test_slow_inference_blocks_neither_health_nor_other_clients(policy: Policy) 
 
 def test_expired_requests_are_dropped_and_counted(policy: Policy) -> None:
     obs, noise = inputs(1, 1)
-    with serving(SlowEngine(PolicyEngine(policy), 0.4)) as (server, port):
+    with serving(SlowEngine(own(policy), 0.4)) as (server, port):
         thread, out = in_thread(PolicyClient(port=port).infer, obs, timeout_s=5, noise=noise)
         time.sleep(0.1)
         with PolicyClient(port=port) as late, pytest.raises(TimeoutError):
@@ -102,7 +111,7 @@ def test_expired_requests_are_dropped_and_counted(policy: Policy) -> None:
 
 def test_a_late_reply_is_never_taken_for_the_next_request(policy: Policy) -> None:
     first, second = inputs(1, 2), inputs(1, 3)
-    with serving(SlowEngine(PolicyEngine(policy), 0.3)) as (_, port), PolicyClient(port=port) as c:
+    with serving(SlowEngine(own(policy), 0.3)) as (_, port), PolicyClient(port=port) as c:
         with pytest.raises(TimeoutError):
             c.infer(first[0], noise=first[1], timeout_s=0.1)
         actions, _ = c.infer(second[0], noise=second[1], timeout_s=5)
@@ -111,7 +120,7 @@ def test_a_late_reply_is_never_taken_for_the_next_request(policy: Policy) -> Non
     assert not np.array_equal(actions, reference(policy, *first))
 
 
-class GatedEngine:
+class GatedEngine(Engine):
     """An engine whose runs wait until the test opens the gate."""
 
     def __init__(self, inner: Any) -> None:
@@ -127,7 +136,7 @@ class GatedEngine:
 
 
 def test_requests_that_queue_together_share_a_forward_pass(policy: Policy) -> None:
-    engine = GatedEngine(PolicyEngine(policy))
+    engine = GatedEngine(own(policy))
     requests = [inputs(1, 10 + i) for i in range(4)]
     with serving(engine, max_batch=8) as (_, port), PolicyClient(port=port) as probe:
         thread, first = in_thread(PolicyClient(port=port).infer, inputs(1, 9)[0], timeout_s=10)
@@ -161,7 +170,7 @@ def test_a_non_loopback_bind_without_a_token_is_refused(host: str) -> None:
 
 def test_with_a_token_unauthenticated_requests_get_unauthorized(policy: Policy) -> None:
     token = "a-long-shared-token"
-    with serving(PolicyEngine(policy), host="0.0.0.0", token=token) as (server, port):
+    with serving(own(policy), host="0.0.0.0", token=token) as (server, port):
         for wrong in (None, "a-wrong-token-of-sorts"):
             with PolicyClient(port=port, token=wrong) as client:
                 with pytest.raises(ServerError) as info:
@@ -190,7 +199,7 @@ def test_invalid_inputs_get_replies_naming_the_field(policy: Policy) -> None:
         (obs, {"steps": 21}, "steps must be"),
         ({"state": np.zeros((65, 2, 3), np.float32)}, {}, "batch 65"),
     ]
-    with serving(PolicyEngine(policy)) as (_, port), PolicyClient(port=port) as client:
+    with serving(own(policy)) as (_, port), PolicyClient(port=port) as client:
         for bad_obs, extra, text in cases:
             with pytest.raises(ServerError) as info:
                 client.infer(bad_obs, timeout_s=2, **extra)
@@ -199,7 +208,7 @@ def test_invalid_inputs_get_replies_naming_the_field(policy: Policy) -> None:
     assert np.array_equal(actions, reference(policy, obs, noise))
 
 
-class ThreadRecorder(PolicyEngine):
+class ThreadRecorder(InferenceEngine):
     """Records the thread that runs it."""
 
     def run(self, *args: Any) -> np.ndarray:
@@ -212,7 +221,7 @@ def test_an_engine_factory_runs_on_the_inference_thread(policy: Policy) -> None:
 
     def build() -> ThreadRecorder:
         built_on.append(threading.current_thread())
-        return ThreadRecorder(policy)
+        return ThreadRecorder(policy, OWN_LOOP)
 
     obs, noise = inputs(1, 7)
     with serving(build) as (server, port):
@@ -220,7 +229,7 @@ def test_an_engine_factory_runs_on_the_inference_thread(policy: Policy) -> None:
         assert built_on == [server.engine.ran_on] and built_on[0] is not threading.main_thread()
     assert np.array_equal(actions, reference(policy, obs, noise))
 
-    def broken() -> PolicyEngine:
+    def broken() -> InferenceEngine:
         raise ValueError("no such sampler")
 
     with pytest.raises(ValueError, match="no such sampler"):
@@ -230,7 +239,7 @@ def test_an_engine_factory_runs_on_the_inference_thread(policy: Policy) -> None:
 def test_shutdown_finishes_the_running_pass_and_leaves_no_thread(policy: Policy) -> None:
     before = {t.ident for t in threading.enumerate()}
     obs, noise = inputs(1, 6)
-    server = PolicyServer(SlowEngine(PolicyEngine(policy), 0.4), ServerConfig(port=0))
+    server = PolicyServer(SlowEngine(own(policy), 0.4), ServerConfig(port=0))
     _, port = server.start()
     running, out_running = in_thread(PolicyClient(port=port).infer, obs, timeout_s=5, noise=noise)
     time.sleep(0.1)
