@@ -7,7 +7,8 @@ server and an arm that never sends an unsafe command (``../shared/RELIABILITY.md
 - :mod:`~hardware.daemon.follower`: the policy's half of a tick — sensor age, overdue actions,
   interpolation and the watchdog (also the teleop session's intervention mode);
 - :mod:`~hardware.daemon.status`: the loop's modes, per-tick flags and counters;
-- :mod:`~hardware.daemon.chunks`: due times, whole-chunk checks (reject, never clip), the plan;
+- :mod:`~hardware.daemon.chunks`: whole-chunk checks (reject, never clip); chunks, due times
+  and the plan are :mod:`robopolicy.serve.chunks`;
 - :mod:`~hardware.daemon.requester`: chunks fetched ahead of time in a background thread;
 - :mod:`~hardware.daemon.adapters`: the policy's observation and its actions (joint or ee);
 - :mod:`~hardware.daemon.estop`: the e-stop latch file that survives restarts;

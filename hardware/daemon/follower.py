@@ -31,10 +31,11 @@ import dataclasses
 import numpy as np
 
 from hardware.daemon.adapters import ObsHistory
-from hardware.daemon.chunks import Chunk, ChunkChecker, ChunkSource, Plan
+from hardware.daemon.chunks import ChunkChecker, ChunkSource
 from hardware.daemon.config import ControlConfig
 from hardware.daemon.status import Flag, LoopStats
 from hardware.driver import ArmState
+from robopolicy.serve.chunks import Chunk, Plan, PlanConfig
 
 
 def sensor_fresh(
@@ -92,7 +93,7 @@ class PlanFollower:
     ) -> None:
         self.config, self.source, self.checker, self.history = config, source, checker, history
         self.stats = stats if stats is not None else LoopStats()
-        self.plan = Plan(config.interpolation)
+        self.plan = Plan(PlanConfig(config.interpolation, lead=config.chunk_lead_s))
         self.rejections: collections.deque[str] = collections.deque(maxlen=100)
         """Why the latest chunks failed the bridge check."""
         self._started = 0.0
@@ -160,7 +161,7 @@ class PlanFollower:
 
     def ask(self, now: float) -> None:
         """Want the next chunk once the plan reaches its ``replan_at`` (or has nothing)."""
-        if (now >= self.plan.replan_at or self.plan.empty) and not self.source.pending():
+        if self.plan.wants(now) and not self.source.pending():
             self.source.want()
 
     def _accept(
@@ -175,24 +176,25 @@ class PlanFollower:
         if not sensor_ok:
             stats.chunks_discarded += 1
             return Flag(0), None
-        live = Plan.live(chunk, now)
+        live = self.plan.live(chunk, now)
         if not live.any():
+            late = len(live) - chunk.start
             stats.late_chunks += 1
-            stats.dropped_actions += len(live)
-            return Flag.DROPPED, len(live)
+            stats.dropped_actions += late
+            return Flag.DROPPED, late
         # where the running plan is now (a tick that restarted from ``last`` would repeat it)
         current = self.plan.sample(now)
         if current is None:
             current = last if last is not None else measured
         first = int(np.argmax(live))
         verdict = self.checker.check_bridge(
-            current, chunk.actions[first], float(chunk.due[first]) - now, chunk.period
+            current, chunk.actions[first], chunk.time_of(first) - now, chunk.period
         )
         if not verdict:
             stats.chunks_rejected += 1
             self.rejections.append(verdict.reason)
             return Flag.CHUNK_REJECTED, None
-        dropped = self.plan.replace(chunk, now, current)
+        dropped = self.plan.add(chunk, now, current)
         self._accepted_any = True
         stats.chunks_accepted += 1
         stats.dropped_actions += dropped

@@ -32,12 +32,13 @@ import numpy as np
 
 from hardware.clock import Clock
 from hardware.daemon.adapters import ObsHistory, PolicyAdapter
-from hardware.daemon.chunks import Chunk, ChunkChecker
+from hardware.daemon.chunks import ChunkChecker
 from hardware.daemon.config import ControlConfig
 from hardware.daemon.process import realtime
 from hardware.limits import SafetyLimits
 from hardware.safety import ForwardKinematics
 from robopolicy.errors import RobopolicyError
+from robopolicy.serve.chunks import Chunk
 from robopolicy.serve.client import ServerError
 
 log = logging.getLogger(__name__)
@@ -222,14 +223,7 @@ class Requester:
         except Exception as exc:  # a reply that cannot be a chunk is a rejected chunk
             return self._reject(f"unusable reply: {exc}")
         self._seq += 1
-        chunk = Chunk.from_reply(
-            joint,
-            due0,
-            period,
-            self._seq,
-            execute=self.n_action_steps,
-            lead=self.config.chunk_lead_s,
-        )
+        chunk = Chunk(joint, due0, period, seq=self._seq, execute=self.n_action_steps)
         verdict = self.checker.check(chunk)
         if not verdict:
             return self._reject(verdict.reason, logged=True)

@@ -9,10 +9,15 @@ client per thread.
 
     with PolicyClient("127.0.0.1", 8765) as client:
         actions, info = client.infer({"state": state}, timeout_s=0.1)   # (B, Tp, Da)
+
+:class:`PolicyDriver` drives a served policy tick by tick from a script: this tick's
+observation in, the action due now out.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import itertools
 import math
 import select
@@ -22,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from robopolicy.serve.chunks import Chunk, Plan, PlanConfig
 from robopolicy.serve.wire import (
     DEFAULT_LIMITS,
     HEADER,
@@ -246,6 +252,107 @@ class PolicyClient:
             if not n:
                 raise ConnectionError("the server closed the connection")
             self._end += n
+
+
+@dataclasses.dataclass(frozen=True)
+class DriverConfig:
+    """How :class:`PolicyDriver` turns a served policy's chunks into one action per tick."""
+
+    plan: PlanConfig = dataclasses.field(default_factory=lambda: PlanConfig(tolerance=0.5))
+    """How chunks join the plan (``blend``: latest, or ACT's ensemble) and how far from its
+    tick an action is still taken (``tolerance``, 0.5: the nearest tick)."""
+    execute: int | None = None
+    """Actions of each chunk executed before the next is asked for; None: the policy's Ta.
+    ACT's temporal ensembling asks every tick: 1, with ``plan.blend="ensemble"``."""
+    inpaint: bool = False
+    """Real-time chunking: each request carries the plan's actions for the new chunk's ticks
+    (``prefix``), which the new chunk continues; the server must inpaint (``serve --backend``)."""
+    delay_steps: int = 0
+    """With ``inpaint``: how many actions past the history are committed (``frozen``): those
+    due before a reply can arrive."""
+    timeout_s: float = 10.0
+    """Deadline of one request (the metadata's too)."""
+
+    def __post_init__(self) -> None:
+        if self.execute is not None and self.execute < 1:
+            raise ValueError(f"execute must be >= 1, got {self.execute}")
+        if self.delay_steps < 0 or not self.timeout_s > 0:
+            raise ValueError("delay_steps must be >= 0 and timeout_s > 0")
+
+
+class PolicyDriver:
+    """A served policy, tick by tick: this tick's observation in, the action due now out.
+
+    For a script stepping an environment at the policy's rate on the environment's own clock
+    (the observation's ``"timestamp"``). Each :meth:`step` keeps the last To observations (the
+    first one repeated at an episode's start, as in training), asks the server for a chunk when
+    the plan wants one (the request blocks: the environment waits) and takes the action due
+    now from the plan (:mod:`robopolicy.serve.chunks`), holding the last one when none is due.
+    A real arm wants ``robopolicy control``, which asks ahead of time in a thread.
+
+        with PolicyClient(port=8765) as client:
+            driver = PolicyDriver(client)
+            obs, _ = env.reset(seed=0)
+            done = False
+            while not done:
+                obs, _, terminated, truncated, _ = env.step(driver.step(obs))
+                done = terminated or truncated
+            driver.reset()  # before the next episode
+    """
+
+    def __init__(self, client: PolicyClient, config: DriverConfig | None = None) -> None:
+        self.client, self.config = client, config or DriverConfig()
+        meta = client.metadata(timeout_s=self.config.timeout_s)
+        if self.config.inpaint and not meta.get("inpaint"):
+            raise ValueError("this server cannot hold a prefix (serve --backend inpaints)")
+        self.keys = tuple(meta["obs"])
+        """The observation keys the policy reads (the others are not sent)."""
+        self.n_obs_steps = int(meta["n_obs_steps"])
+        self.execute = self.config.execute or int(meta.get("n_action_steps") or 1)
+        self.plan = Plan(self.config.plan)
+        self.requests = 0
+        """Chunks asked for."""
+        self._frames: collections.deque[tuple[float, dict[str, np.ndarray]]] = collections.deque(
+            maxlen=self.n_obs_steps
+        )
+        self._last: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Forget the observations, the plan and the last action (a new episode)."""
+        self._frames.clear()
+        self.plan.clear()
+        self._last = None
+
+    def step(self, obs: dict[str, Any]) -> np.ndarray:
+        """The action (Da,) due at ``obs["timestamp"]``, for this tick's observation (one
+        frame per key, ``"timestamp"`` its time in seconds)."""
+        now = float(obs["timestamp"])
+        frame = {key: np.asarray(obs[key]) for key in self.keys}
+        if not self._frames:
+            self._frames.extend([(now, frame)] * (self.n_obs_steps - 1))
+        self._frames.append((now, frame))
+        if self.plan.wants(now):
+            self._request(now)
+        due = self.plan.next(now)
+        if due is not None:
+            self._last = due.action
+        if self._last is None:
+            raise RuntimeError(f"no action is due at {now} s: is the timestamp the obs clock?")
+        return self._last.copy()
+
+    def _request(self, now: float) -> None:
+        """Ask for the chunk of the observations kept, due ``now``, and add it to the plan."""
+        window = {key: np.stack([f[key] for _, f in self._frames])[None] for key in self.keys}
+        window["timestamp"] = np.array([[t for t, _ in self._frames]], dtype=np.float64)
+        fields: dict[str, Any] = {}
+        if self.config.inpaint:
+            prefix, frozen = self.plan.prefix(now, self.n_obs_steps - 1, self.config.delay_steps)
+            if len(prefix):
+                fields = {"prefix": prefix[None].astype(np.float32), "frozen": frozen}
+        actions, info = self.client.infer(window, timeout_s=self.config.timeout_s, **fields)
+        self.requests += 1
+        chunk = Chunk.from_reply(actions, info, seq=self.requests, execute=self.execute)
+        self.plan.add(chunk, now)
 
 
 class _Poller:

@@ -14,7 +14,6 @@ import numpy as np
 
 from hardware.clock import VirtualClock
 from hardware.daemon.adapters import ObsHistory
-from hardware.daemon.chunks import Chunk
 from hardware.daemon.config import ControlConfig
 from hardware.daemon.daemon import limits_for
 from hardware.daemon.loop import ControlLoop
@@ -24,6 +23,7 @@ from hardware.faults import FaultPlan, FaultyDriver
 from hardware.monitor import InvariantMonitor
 from hardware.sim_arm import SimArm
 from hardware.testing.processes import ServerProcess
+from robopolicy.serve.chunks import Chunk
 from robopolicy.serve.client import PolicyClient
 
 PERIOD = 0.1  # seconds between a chunk's actions (a 10 Hz policy)
@@ -47,11 +47,9 @@ def wave(times: np.ndarray, center: np.ndarray, amplitude: float = 0.1) -> np.nd
     return out
 
 
-def chunk_at(
-    due0: float, center: np.ndarray, n: int = 8, seq: int = 1, lead: float = 0.25
-) -> Chunk:
+def chunk_at(due0: float, center: np.ndarray, n: int = 8, seq: int = 1) -> Chunk:
     times = due0 + PERIOD * np.arange(n)
-    return Chunk.from_reply(wave(times, center), due0, PERIOD, seq, execute=4, lead=lead)
+    return Chunk(wave(times, center), due0, PERIOD, seq=seq, execute=4)
 
 
 class ScriptedSource:

@@ -6,6 +6,7 @@ Every run here is deterministic: the loop, the simulated arm and the fault plan 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def test_overdue_actions_are_dropped_and_counted_never_executed(tmp_path: Path) 
     late = chunk_at(0.25, rig.center, n=8, seq=2)  # due 0.25 .. 0.95, arrives at 0.5
     marked = late.actions.copy()
     marked[:3, 0] += 0.2  # the three overdue actions carry a mark: it must never be sent
-    late = type(late)(marked, late.due, late.period, 2, replan_at=late.replan_at)
+    late = dataclasses.replace(late, actions=marked)
     rig.source.at(0.5, late)
     rig.source.at(1.0, chunk_at(0.1, rig.center, n=5, seq=3))  # all overdue: a late chunk
     rig.loop.run(duration=1.2)

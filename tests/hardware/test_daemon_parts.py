@@ -1,4 +1,5 @@
-"""The daemon's parts on their own: config, plan, chunk checks, requester, adapters, mirror, log."""
+"""The daemon's parts on their own: config, chunk checks, follower, requester, adapters, mirror,
+log."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from hardware.clock import VirtualClock
 from hardware.daemon.adapters import AdapterError, EEAdapter, JointAdapter, ObsHistory, make_adapter
-from hardware.daemon.chunks import Chunk, ChunkChecker, Plan
+from hardware.daemon.chunks import ChunkChecker
 from hardware.daemon.config import ControlConfig
 from hardware.daemon.daemon import limits_for
 from hardware.daemon.follower import PlanFollower
@@ -29,6 +30,7 @@ from hardware.testing.fault_switch import FaultSwitch
 from hardware.testing.scorecard import unsafe_writes
 from hardware.ur_arm import ur_spec
 from robopolicy.config import ConfigError, apply_overrides
+from robopolicy.serve.chunks import Chunk, Plan, PlanConfig
 from robopolicy.serve.client import ServerError
 from tests.hardware.daemon_helpers import (
     CENTER,
@@ -66,27 +68,13 @@ def test_config_validates_every_field() -> None:
         apply_overrides(ControlConfig(), ["stop_timeout=1"])
 
 
-def test_plan_interpolates_linearly_or_holds() -> None:
-    actions = np.array([[0.0] * 7, [1.0] * 7, [2.0] * 7])
-    chunk = Chunk(actions, np.array([1.0, 1.1, 1.2]), 0.1, 1)
-    linear, hold = Plan("linear"), Plan("hold")
-    for plan in (linear, hold):
-        assert plan.replace(chunk, 1.0, current=None) == 0
-    assert linear.sample(1.05)[0] == pytest.approx(0.5)
-    assert hold.sample(1.05)[0] == 0.0 and hold.sample(1.1)[0] == 1.0
-    assert linear.sample(1.3) is None and linear.last_due == pytest.approx(1.2)
-    bridged = Plan("linear")
-    assert bridged.replace(chunk, 1.05, current=np.full(7, -1.0)) == 1  # 1.0 is overdue
-    assert bridged.sample(1.05)[0] == -1.0 and bridged.sample(1.075)[0] == pytest.approx(0.0)
-
-
 def checker() -> ChunkChecker:
     return ChunkChecker(limits_for(SPEC, ControlConfig()), 0.01)
 
 
 def test_a_chunk_leaving_the_limits_is_rejected_whole_not_clipped() -> None:
     times = np.arange(8) * PERIOD
-    good = Chunk(wave(times, CENTER), times, PERIOD, 1)
+    good = Chunk(wave(times, CENTER), times[0], PERIOD, seq=1)
     assert checker().check(good)
     for where, value, stage in ((3, np.nan, "nonfinite"), (5, 9.0, "position")):
         actions = good.actions.copy()
@@ -109,10 +97,10 @@ def test_a_chunk_accepted_mid_plan_continues_it_without_repeating_a_command() ->
     follower = PlanFollower(ControlConfig(), source, checker())
     follower.start(10.0)
     times = 10.0 + np.arange(8) * PERIOD
-    source.at(10.0, Chunk(wave(times, CENTER), times, PERIOD, 1))
+    source.at(10.0, Chunk(wave(times, CENTER), times[0], PERIOD, seq=1))
     # the next chunk of the same motion, arriving at tick 25, its first action due between ticks
     later = 10.25 + 0.5 * tick + np.arange(8) * PERIOD
-    source.at(10.245, Chunk(wave(later, CENTER), later, PERIOD, 2))
+    source.at(10.245, Chunk(wave(later, CENTER), later[0], PERIOD, seq=2))
     last, targets = None, []
     for _ in range(40):
         now = clock.monotonic()
@@ -151,8 +139,10 @@ def test_the_requester_delivers_checked_chunks_with_due_times() -> None:
     chunk = req.poll()
     assert chunk is not None and not req.pending() and req.poll() is None
     assert chunk.actions.shape == (7, 7)  # Tp - start
-    assert chunk.due == pytest.approx(10.0 + PERIOD * np.arange(7))
-    assert chunk.replan_at == pytest.approx(10.0 + 4 * PERIOD - 0.25)
+    assert chunk.times == pytest.approx(10.0 + PERIOD * np.arange(7))
+    plan = Plan(PlanConfig(lead=ControlConfig().chunk_lead_s))
+    plan.add(chunk, 10.0)
+    assert plan.replan_at == pytest.approx(10.0 + 4 * PERIOD - 0.25)
 
 
 @pytest.mark.parametrize(
