@@ -75,12 +75,12 @@ EVAL_SEED = 100_000
 def prepare_data(bench: TaskBench, root: Path, progress: bool) -> dict[str, Any]:
     """The task's demonstrations in ``root`` (created or resumed); a report with ``path``."""
     if bench.demos == "scripted":
-        from sim.collect import CollectConfig, collect
+        from sim.collect import CollectConfig, collect_demos
 
         path = root / "demos.zarr"
         config = CollectConfig(bench.task, path, episodes=bench.episodes, seed=0)
-        return {"path": str(path), **collect(config, progress=progress).as_dict()}
-    from sim.medium import MediumConfig, medium
+        return {"path": str(path), **collect_demos(config, progress=progress).as_dict()}
+    from apps.medium_dataset import MediumConfig, medium
 
     path = root / "medium.zarr"
     config = MediumConfig(
@@ -123,18 +123,21 @@ def run_row(
     bench: TaskBench, algo: str, checkpoint: str, root: Path, threads: int, progress: bool
 ) -> dict[str, Any]:
     """Fine-tune ``checkpoint`` with ``algo`` into ``root/<algo>`` (resumed when there)."""
-    from robopolicy.config import apply_overrides
-    from robopolicy.rl.registry import get_algorithm
+    from robopolicy.rl.registry import finetune
     from sim.rollout import SimRollouts
 
-    algorithm = get_algorithm(algo)
     settings = row_settings(bench, algo, threads)
-    config = apply_overrides(algorithm.config(), settings)
     rollouts = SimRollouts(bench.task, task_kwargs=dict(bench.task_kwargs))
-    card = {"task": bench.task, "command": "scripts/bench_finetune.py"}
+    card = {"command": "scripts/bench_finetune.py"}
     out = root / algo
-    report = algorithm.run(
-        config, checkpoint=checkpoint, rollouts=rollouts, out=out, card=card, progress=progress
+    report = finetune(
+        algo,
+        checkpoint,
+        rollouts=rollouts,
+        out=out,
+        overrides=settings,
+        card=card,
+        progress=progress,
     )
     before, after = report["eval_before"], report["eval_after"]
     return {

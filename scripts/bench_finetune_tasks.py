@@ -8,8 +8,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from apps.quickstart.finetune import SETTINGS as DSRL_PUSH
 from robopolicy.rl.dppo_config import ARM_PUSH as DPPO_PUSH
-from sim.quickstart_finetune import SETTINGS as DSRL_PUSH
 
 ALGOS = ("ppo", "dppo", "fpo", "dsrl")
 
@@ -24,7 +24,8 @@ class TaskBench:
     metric: str
     """The evaluation figure compared: ``success_rate`` or ``return``."""
     demos: str
-    """``scripted`` (the task's imperfect scripted expert) or ``medium`` (:mod:`sim.medium`)."""
+    """``scripted`` (the task's imperfect scripted expert) or ``medium``
+    (:mod:`apps.medium_dataset`)."""
     episodes: int
     """Demonstration episodes."""
     env_steps: int

@@ -1,4 +1,4 @@
-"""Scripted demonstrations into the episode store: ``robopolicy collect``.
+"""Scripted demonstrations into the episode store (what ``robopolicy collect`` runs).
 
 Episode ``i`` of a store is the rollout of seed ``seed + i`` (with ``only_success``, the seeds of
 failed attempts are skipped and each episode records the seed it came from). Each frame is the
@@ -109,7 +109,7 @@ class CollectReport:
         }
 
 
-def collect(config: CollectConfig, *, progress: bool = True) -> CollectReport:
+def collect_demos(config: CollectConfig, *, progress: bool = True) -> CollectReport:
     """Roll out the expert until the store holds ``config.episodes`` episodes."""
     from sim.experts import make_expert
     from sim.registry import make_task

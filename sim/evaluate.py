@@ -22,6 +22,12 @@ Policy's ``test/mean_score``), ``mean_return``, ``mean_length``, and per-episode
 **Videos** of the first ``videos`` episodes (seeds ``seed ..``) are rendered and encoded by the
 env workers (:mod:`sim.eval_video`); without an offscreen GL backend they are skipped, the
 reason logged once and reported as ``videos_skipped`` (None when nothing was skipped).
+
+**During behaviour cloning** the trainer calls ``training_evaluator(task, config)``, the
+evaluation its config's cadence asks for, which returns the scalar figures
+(:func:`scalar_figures`) it logs and picks ``best`` by::
+
+    Trainer(config, evaluate=training_evaluator("arm-push", config)).fit("runs/push")
 """
 
 from __future__ import annotations
@@ -29,14 +35,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from robopolicy.config import did_you_mean
 from robopolicy.errors import RobopolicyError
 from robopolicy.policies.base import IMAGE_PREFIX, Policy
 from sim.chunking import ActionChunkEnv, ChunkConfig
@@ -44,12 +51,25 @@ from sim.eval_video import RecordingTaskFactory
 from sim.registry import make_task, task_spec
 from sim.vector import TaskFactory, VectorEnv, VectorEnvConfig
 
+if TYPE_CHECKING:
+    from robopolicy.train.config import TrainConfig
+
 log = logging.getLogger(__name__)
 Z95 = 1.959963984540054
 """The standard normal quantile of 0.975."""
 DEFAULT_NUM_ENVS = 8
 _WARNED: set[str] = set()
 """Reasons for skipping videos already logged by this process (each is logged once)."""
+EVAL_FIGURES = (
+    "success_rate",
+    "mean_score",
+    "mean_max_score",
+    "mean_max_coverage",
+    "mean_return",
+    "success_ci95_low",
+)
+"""The figures of :func:`training_evaluator` a ``best_metric`` may name (higher is better;
+``mean_max_coverage`` on Push-T only)."""
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -235,3 +255,42 @@ def _figures(task: str, episodes: list[dict[str, Any]], extra: dict[str, Any]) -
     if task_spec(task).family == "pusht":
         figures["mean_max_coverage"] = figures["mean_max_score"]
     return {**figures, **extra, "per_episode": episodes}
+
+
+def scalar_figures(figures: dict[str, Any]) -> dict[str, float]:
+    """The numbers of an evaluation report (the interval as two entries)."""
+    out = {k: float(v) for k, v in figures.items() if _number(v) and k not in ("seed", "num_envs")}
+    low, high = figures["success_rate_ci95"]
+    return out | {"success_ci95_low": low, "success_ci95_high": high}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def training_evaluator(
+    task: str, config: TrainConfig, *, num_envs: int | None = None, **kwargs: Any
+) -> Callable[[Policy], dict[str, float]]:
+    """The trainer's ``evaluate(policy) -> figures`` on ``task``: ``eval_episodes`` rollouts from
+    seed ``eval_seed`` in ``num_envs`` envs (None: ``eval_envs``), as ``config.cadence`` says;
+    extra keyword arguments go to :func:`evaluate_policy`. A RobopolicyError when
+    ``config.best_metric`` is none of :data:`EVAL_FIGURES`."""
+    if config.best_metric not in EVAL_FIGURES:
+        raise RobopolicyError(
+            f"best_metric: evaluations report no {config.best_metric!r}"
+            f"{did_you_mean(config.best_metric, EVAL_FIGURES)}"
+        )
+    cadence = config.cadence
+
+    def evaluate(policy: Policy) -> dict[str, float]:
+        figures = evaluate_policy(
+            policy,
+            task,
+            episodes=cadence.eval_episodes,
+            seed=cadence.eval_seed,
+            num_envs=num_envs or cadence.eval_envs,
+            **kwargs,
+        )
+        return scalar_figures(figures)
+
+    return evaluate

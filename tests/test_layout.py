@@ -16,7 +16,7 @@ def _python_files(*folders: str) -> list[Path]:
 
 
 def test_no_file_is_over_500_lines():
-    files = _python_files("robopolicy", "sim", "hardware", "scripts", "tests")
+    files = _python_files("robopolicy", "sim", "hardware", "apps", "scripts", "tests")
     assert len(files) > 50
     lengths = {p: len(p.read_text(encoding="utf-8").splitlines()) for p in files}
     over = [f"{p.relative_to(ROOT)}: {n}" for p, n in lengths.items() if n > MAX_FILE_LINES]

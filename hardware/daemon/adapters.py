@@ -10,7 +10,8 @@ part of the control daemon yet). A :class:`PolicyAdapter` turns readings into th
 - :class:`EEAdapter` (``action_space="ee"``, the built-in arm only): ``state`` = the
   end-effector position (x, y, z) by forward kinematics; actions = ee targets (x, y[, gripper])
   at ``ee_height``, tool down. As the ``arm-push`` env does, each target is clipped to the
-  task's workspace and then moved at most ``ee_max_step`` (m, in 3-D) from the previous one
+  config's ``ee_workspace_lower``/``ee_workspace_upper`` (by default ``arm-push``'s
+  workspace) and then moved at most ``ee_max_step`` (m, in 3-D) from the previous one
   (the first from where the commanded joints put the ee), then the arm's damped least-squares
   IK (warm-started along the chunk) gives the joints.
 
@@ -76,13 +77,13 @@ class EEAdapter:
 
     def __init__(self, config: ControlConfig, action_dim: int, arm: Any = None) -> None:
         from sim.arm import Arm, tool_down
-        from sim.builtin.push import WORKSPACE_HIGH, WORKSPACE_LOW
 
         if action_dim not in (2, 3):
             raise AdapterError(f"ee actions must be (x, y) or (x, y, gripper), got {action_dim}")
         self.arm = arm or Arm.load()  # its own model: the IK never touches the simulation
         self.rotation = tool_down(0.0)
-        self.low, self.high = np.asarray(WORKSPACE_LOW), np.asarray(WORKSPACE_HIGH)
+        self.low = np.asarray(config.ee_workspace_lower, dtype=np.float64)
+        self.high = np.asarray(config.ee_workspace_upper, dtype=np.float64)
         self.action_dim = action_dim
         self.height, self.gripper = config.ee_height, config.ee_gripper
         self.max_step = config.ee_max_step

@@ -97,6 +97,11 @@ class ControlConfig:
     """``"ee"`` policies: largest move (m) of the ee target between consecutive actions (0.01 m
     at 10 Hz keeps the built-in arm's joints within a tenth of their speed limits, so a chunk
     whose first actions went overdue still starts within reach)."""
+    ee_workspace_lower: tuple[float, float] = (0.15, -0.28)
+    """``"ee"`` policies: lower corner (x, y) of the table area (m, world frame) every ee target
+    is clipped to; the default is ``arm-push``'s, as its env clips."""
+    ee_workspace_upper: tuple[float, float] = (0.62, 0.28)
+    """``"ee"`` policies: upper corner (x, y) of that area (m)."""
     policy_fps: float | None = None
     """Actions per second of the policy, when the server's metadata does not say."""
     realtime_priority: int | None = None
@@ -147,6 +152,7 @@ class ControlConfig:
             raise ValueError(f"park_position must be finite, got {self.park_position}")
         if not (math.isfinite(self.ee_height) and 0.0 <= self.ee_gripper <= 1.0):
             raise ValueError("ee_height must be finite and ee_gripper in [0, 1]")
+        _check_ee_workspace(self.ee_workspace_lower, self.ee_workspace_upper)
         if self.realtime_priority is not None and not 1 <= self.realtime_priority <= 99:
             raise ValueError(f"realtime_priority must be in 1..99, got {self.realtime_priority}")
         if not self.estop_latch_path:
@@ -162,6 +168,14 @@ class ControlConfig:
         if self.workspace_lower is None or self.workspace_upper is None:
             return None
         return self.workspace_lower, self.workspace_upper
+
+
+def _check_ee_workspace(lower: tuple[float, ...], upper: tuple[float, ...]) -> None:
+    corners = (tuple(lower), tuple(upper))
+    if not all(len(c) == 2 and all(map(math.isfinite, c)) for c in corners):
+        raise ValueError(f"ee_workspace_lower/upper must be finite (x, y), got {corners}")
+    if not all(lo < hi for lo, hi in zip(*corners, strict=True)):
+        raise ValueError(f"ee_workspace_lower must be below ee_workspace_upper, got {corners}")
 
 
 def _positive(name: str, value: float) -> None:

@@ -4,7 +4,7 @@
     config = get_preset("arm-push", policy="flow", data="push.zarr")
     Trainer(config, evaluate=None).fit("runs/push")     # resumable: fit(..., resume=True)
 
-``robopolicy train`` (in ``sim/bc_commands.py``) is this with rollouts as the ``evaluate``
+``robopolicy train`` (in ``apps/train.py``) is this with rollouts as the ``evaluate``
 callback; this package never imports ``sim``. Names load on first use, so listing the presets
 (:mod:`robopolicy.train.presets`) does not import torch.
 """

@@ -43,11 +43,11 @@ def push_teacher(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pa
     from robopolicy.policies import save_policy
     from robopolicy.policies.build import make_policy
     from robopolicy.train.presets import get_preset
-    from sim.collect import CollectConfig, collect
+    from sim.collect import CollectConfig, collect_demos
 
     root = tmp_path_factory.mktemp("push")
     store = root / "demos.zarr"
-    collect(CollectConfig("arm-push", store, episodes=3, seed=0), progress=False)
+    collect_demos(CollectConfig("arm-push", store, episodes=3, seed=0), progress=False)
     built: dict[str, Path] = {}
 
     def make(kind: str) -> Path:

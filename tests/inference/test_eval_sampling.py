@@ -75,7 +75,7 @@ def test_warm_start_runs_m_steps_except_on_each_episodes_first_chunk(push_teache
     ("kind", "flags", "message"),
     [
         ("flow", ["--backend", "torch", "--sampler", "dpmpp"], "--sampler: no flow sampler"),
-        ("diffusion", ["--sampler", "dpmpp"], "dpmpp runs on the inference engine: add --backend"),
+        ("diffusion", ["--sampler", "euler"], "--sampler: sampler must be one of ['ddim', "),
         ("flow", ["--warm-start", "2"], "--warm-start runs on the inference engine"),
         ("flow", ["--backend", "torch", "--steps", "4", "--warm-start", "5"], "--warm-start: "),
         ("diffusion", ["--backend", "torch", "--steps", "101"], "--steps: steps must be in"),

@@ -6,7 +6,7 @@ import json
 
 
 def test_serve_stage_reports_latency_through_the_client(push_teacher, tmp_path):
-    from sim.quickstart_serve import serve_stage
+    from apps.quickstart.serve import serve_stage
 
     checkpoint = push_teacher("flow")
     result = {"bc_policy": "flow", "policies": {"flow": {"checkpoint": str(checkpoint)}}}

@@ -27,7 +27,7 @@ def push_bc(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     from robopolicy.config import apply_overrides
     from robopolicy.train.presets import get_preset
     from robopolicy.train.trainer import Trainer
-    from sim.collect import CollectConfig, collect
+    from sim.collect import CollectConfig, collect_demos
 
     root = tmp_path_factory.mktemp("push_bc")
     built: dict[str, Path] = {}
@@ -36,7 +36,9 @@ def push_bc(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
         if kind not in built:
             demos = root / "demos.zarr"
             if not demos.exists():
-                collect(CollectConfig("arm-push", demos, episodes=DEMOS, seed=0), progress=False)
+                collect_demos(
+                    CollectConfig("arm-push", demos, episodes=DEMOS, seed=0), progress=False
+                )
             config = get_preset("arm-push", policy=kind, data=str(demos))
             config = apply_overrides(config, list(BC_OVERRIDES))
             result = Trainer(config).fit(root / kind)

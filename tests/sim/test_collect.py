@@ -11,12 +11,12 @@ import sim.collect
 from robopolicy.cli import main
 from robopolicy.data.store import EpisodeStore
 from robopolicy.errors import DataError
-from sim.collect import CollectConfig, collect
+from sim.collect import CollectConfig, collect_demos
 
 
 def test_collect_writes_episodes_with_keys_attrs_and_meta(tmp_path):
     out = tmp_path / "push"
-    report = collect(CollectConfig("arm-push", out, episodes=3, seed=10), progress=False)
+    report = collect_demos(CollectConfig("arm-push", out, episodes=3, seed=10), progress=False)
     assert report.episodes == 3 and report.attempts == 3 and report.new_episodes == 3
     store = EpisodeStore.open(out)
     assert sorted(store.keys) == ["action", "state", "timestamp"]
@@ -38,16 +38,16 @@ def test_collect_writes_episodes_with_keys_attrs_and_meta(tmp_path):
 def test_resume_continues_the_seeds_and_matches_one_run(tmp_path):
     whole = tmp_path / "whole"
     parts = tmp_path / "parts"
-    collect(CollectConfig("arm-pick-place", whole, episodes=4), progress=False)
-    collect(CollectConfig("arm-pick-place", parts, episodes=2), progress=False)
-    report = collect(CollectConfig("arm-pick-place", parts, episodes=4), progress=False)
+    collect_demos(CollectConfig("arm-pick-place", whole, episodes=4), progress=False)
+    collect_demos(CollectConfig("arm-pick-place", parts, episodes=2), progress=False)
+    report = collect_demos(CollectConfig("arm-pick-place", parts, episodes=4), progress=False)
     assert report.new_episodes == 2 and report.episodes == 4
     a, b = EpisodeStore.open(whole), EpisodeStore.open(parts)
     np.testing.assert_array_equal(b.episode_meta("seed"), [0, 1, 2, 3])
     for index in range(4):
         for key, value in a.episode(index).items():
             np.testing.assert_array_equal(b.episode(index)[key], value)
-    done = collect(CollectConfig("arm-pick-place", parts, episodes=3), progress=False)
+    done = collect_demos(CollectConfig("arm-pick-place", parts, episodes=3), progress=False)
     assert done.attempts == 0 and done.episodes == 4  # already there: nothing to do
 
 
@@ -64,30 +64,30 @@ def test_an_interrupted_run_resumes_after_the_committed_episodes(tmp_path, monke
 
     monkeypatch.setattr(sim.collect, "rollout", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        collect(CollectConfig("arm-push", out, episodes=5), progress=False)
+        collect_demos(CollectConfig("arm-push", out, episodes=5), progress=False)
     monkeypatch.setattr(sim.collect, "rollout", real_rollout)
     assert EpisodeStore.open(out).n_episodes == 2
-    collect(CollectConfig("arm-push", out, episodes=5), progress=False)
+    collect_demos(CollectConfig("arm-push", out, episodes=5), progress=False)
     np.testing.assert_array_equal(EpisodeStore.open(out).episode_meta("seed"), np.arange(5))
 
 
 def test_resume_refuses_a_different_collection(tmp_path):
     out = tmp_path / "push"
-    collect(CollectConfig("arm-push", out, episodes=1), progress=False)
+    collect_demos(CollectConfig("arm-push", out, episodes=1), progress=False)
     for changed in ({"seed": 5}, {"quality": "clean"}, {"task": "arm-pick-place"}):
         options = {"task": "arm-push", "out": out, "episodes": 2, **changed}
         with pytest.raises(DataError, match="cannot resume"):
-            collect(CollectConfig(**options), progress=False)
+            collect_demos(CollectConfig(**options), progress=False)
     other = tmp_path / "other"
     EpisodeStore.create(other, fps=10.0)
     with pytest.raises(DataError, match="not made by `robopolicy collect`"):
-        collect(CollectConfig("arm-push", other, episodes=1), progress=False)
+        collect_demos(CollectConfig("arm-push", other, episodes=1), progress=False)
 
 
 def test_only_success_keeps_successful_episodes(tmp_path):
     out = tmp_path / "push"
     config = CollectConfig("arm-push", out, episodes=4, only_success=True)
-    report = collect(config, progress=False)
+    report = collect_demos(config, progress=False)
     store = EpisodeStore.open(out)
     assert store.n_episodes == 4 and store.episode_meta("success").all()
     assert report.attempts >= 4
@@ -97,7 +97,9 @@ def test_only_success_keeps_successful_episodes(tmp_path):
 
 def test_collect_records_camera_images(gl, tmp_path):
     out = tmp_path / "images"
-    collect(CollectConfig("arm-push", out, episodes=1, cameras=("front", "wrist")), progress=False)
+    collect_demos(
+        CollectConfig("arm-push", out, episodes=1, cameras=("front", "wrist")), progress=False
+    )
     store = EpisodeStore.open(out)
     assert sorted(store.keys) == ["action", "image.front", "image.wrist", "state", "timestamp"]
     episode = store.episode(0)

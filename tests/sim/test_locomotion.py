@@ -126,6 +126,6 @@ def test_medium_writes_a_valid_store_and_resumes(tmp_path, capsys):
     for key, value in first.items():
         np.testing.assert_array_equal(store.episode(1)[key], value)
     with pytest.raises(DataError, match="budget_steps"):
-        from sim.medium import MediumConfig, medium
+        from apps.medium_dataset import MediumConfig, medium
 
         medium(MediumConfig("hopper", out, budget_steps=1024, episodes=4), progress=False)

@@ -1,6 +1,6 @@
 """What ``robopolicy eval`` samples: the policy itself, or the inference engine, from the pieces
 ``robopolicy serve`` builds its engine from (:func:`robopolicy.inference.serving.load_engine`:
-``resolve_device``, ``choose_sampler``, the sampler and backend registries), optionally
+``resolve_device``, ``Policy.set_sampler``, the sampler and backend registries), optionally
 warm-started; built step by step so that an error names the flag at fault.
 
     sampling = load_sampling("ckpt", SamplingConfig("dpmpp", 8, backend="onnx", warm_start=2))
@@ -104,12 +104,14 @@ def load_sampling(checkpoint: str | Path, config: SamplingConfig, *, seed: int =
         return _own_sampling(policy, config, device)
     from robopolicy.inference.engine import EngineConfig, InferenceEngine
     from robopolicy.inference.warm_start import WarmStart, WarmStartConfig
-    from robopolicy.sampling.processes import process_of
+    from robopolicy.policies.base import DenoisingPolicy
     from robopolicy.sampling.samplers import get_sampler
 
     backend_flag = f"--backend {config.backend}"
     with flag(backend_flag):  # a policy without a sampler (steered, Gaussian), an unknown name
-        process = process_of(policy)
+        if not isinstance(policy, DenoisingPolicy):
+            raise ValueError(f"a {policy.type_name} policy has no sampler to run on an engine")
+        process = policy.process
         engine_config = EngineConfig(
             sampler=config.sampler, steps=config.steps, backend=config.backend, seed=seed
         )
@@ -128,24 +130,25 @@ def load_sampling(checkpoint: str | Path, config: SamplingConfig, *, seed: int =
 
 
 def _own_sampling(policy: Any, config: SamplingConfig, device: str) -> Sampling:
-    """The policy's own ``sample`` with ``config``'s sampler and steps (``choose_sampler``, as
+    """The policy's own ``sample`` with ``config``'s sampler and steps (``set_sampler``, as
     ``robopolicy serve --backend policy``). A policy without a sampler (steered) takes
     ``--steps`` per call from the evaluation."""
-    from robopolicy.policies.base import choose_sampler
+    from robopolicy.policies.base import DenoisingPolicy
     from robopolicy.sampling.samplers import SAMPLERS
 
     try:
-        choose_sampler(policy, config.sampler)
+        policy.set_sampler(config.sampler)
     except ValueError as exc:
         spec = SAMPLERS.get(config.sampler or "")
         hint = ""
         if spec is not None and spec.family == type(policy).type_name:
             hint = f" ({spec.name} runs on the inference engine: add --backend torch)"
         raise RobopolicyError(f"--sampler: {exc}{hint}") from None
-    if hasattr(policy.config, "sampler"):
+    sampled = isinstance(policy, DenoisingPolicy)
+    if sampled:
         with flag("--steps"):
-            choose_sampler(policy, None, config.steps)
+            policy.set_sampler(steps=config.steps)
     c = policy.config
-    steps = config.steps or getattr(c, "inference_steps", None)
-    choice = {"sampler": getattr(c, "sampler", None), "steps": steps, "backend": "policy"}
+    steps = config.steps or (c.inference_steps if sampled else None)
+    choice = {"sampler": c.sampler if sampled else None, "steps": steps, "backend": "policy"}
     return Sampling(policy, choice | {"warm_start": None, "device": device})

@@ -57,10 +57,10 @@ def serve_stage(
     """Serve the chosen policy of ``result`` and time ``requests`` requests (module docstring);
     ``sampler``/``steps`` default to the policy's own."""
     from robopolicy.atomic import atomic_write_json
-    from robopolicy.inference.serving import ServerProcess
     from robopolicy.policies.checkpoint import read_policy_config
     from robopolicy.policies.steered import SteeredConfig
     from robopolicy.serve import PolicyClient
+    from robopolicy.serve.commands import ServerProcess
 
     if requests < 1:
         raise ValueError(f"requests must be >= 1, got {requests}")

@@ -88,7 +88,7 @@ def test_quickstart_resumes_without_redoing_finished_stages(tiny_run, capsys):
 
 
 def test_a_steered_policy_is_served_by_its_own_sample(tiny_run, tmp_path):
-    from sim.quickstart_serve import serve_stage
+    from apps.quickstart.serve import serve_stage
 
     _, result = tiny_run
     tuned = result["finetuned"]

@@ -10,10 +10,10 @@ Stages, each resumable (run it again with the same ``--out`` and it continues wh
    ``<out>/<type>/`` (checkpoints, curves), then evaluate its final EMA weights on the same seeds
    with videos of the first episodes (``<out>/<type>/eval.json``, ``<out>/<type>/videos/``);
 4. fine-tune the best of them with DSRL for ``finetune_env_steps`` env steps and evaluate it on
-   the same seeds (:mod:`sim.quickstart_finetune`, ``<out>/<type>-dsrl/``);
+   the same seeds (:mod:`apps.quickstart.finetune`, ``<out>/<type>-dsrl/``);
 5. serve the better of the fine-tuned and the best cloned policy (the fine-tuned one only when it
    succeeds more often on the same evaluation episodes) with ``robopolicy serve`` on loopback
-   and measure the latency of batch-1 requests through the client (:mod:`sim.quickstart_serve`,
+   and measure the latency of batch-1 requests through the client (:mod:`apps.quickstart.serve`,
    ``<out>/serving.json``);
 6. write ``<out>/report.md``, ``<out>/curves.png`` and ``<out>/quickstart.json``.
 
@@ -62,7 +62,7 @@ class QuickstartConfig:
     finetune_env_steps: int = 24_000
     """Environment steps of DSRL fine-tuning of the best cloned policy, warm-up included."""
     finetune_overrides: tuple[str, ...] = ()
-    """Overrides of the DSRL config, after :data:`sim.quickstart_finetune.SETTINGS`."""
+    """Overrides of the DSRL config, after :data:`apps.quickstart.finetune.SETTINGS`."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policies", tuple(self.policies))
@@ -97,13 +97,13 @@ class QuickstartConfig:
 
 def quickstart(out: Path, config: QuickstartConfig = QuickstartConfig()) -> dict[str, Any]:
     """Run every stage into ``out``; return the figures (also in ``quickstart.json``)."""
-    from sim.collect import CollectConfig, collect
+    from sim.collect import CollectConfig, collect_demos
 
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     stages = 2 + len(config.policies) + 3
     _stage(1, stages, f"collecting {config.demos} imperfect scripted demonstrations")
-    demos = collect(CollectConfig(TASK, out / "demos.zarr", episodes=config.demos, seed=0))
+    demos = collect_demos(CollectConfig(TASK, out / "demos.zarr", episodes=config.demos, seed=0))
     _stage(2, stages, f"scripted expert on the {config.eval_episodes} evaluation seeds")
     expert = {q: _expert_success(q, config) for q in ("imperfect", "clean")}
     policies: dict[str, dict[str, Any]] = {}
@@ -112,13 +112,13 @@ def quickstart(out: Path, config: QuickstartConfig = QuickstartConfig()) -> dict
         policies[kind] = _train_and_evaluate(out, kind, config)
     best = max(policies, key=lambda k: policies[k]["success_rate"])
     _stage(stages - 2, stages, f"fine-tuning {best}: {config.finetune_env_steps} env steps of DSRL")
-    from sim.quickstart_finetune import finetune_stage
+    from apps.quickstart.finetune import finetune_stage
 
     finetuned = finetune_stage(out, best, policies[best], config)
     better = finetuned["success_rate"] > policies[best]["success_rate"]
     served = finetuned["name"] if better else best
     _stage(stages - 1, stages, f"serving the {served} policy on loopback: latency")
-    from sim.quickstart_serve import serve_stage
+    from apps.quickstart.serve import serve_stage
 
     chosen = {"served_policy": served, "policies": {**policies, finetuned["name"]: finetuned}}
     serving = serve_stage(out, chosen, requests=config.serve_requests)
@@ -143,7 +143,7 @@ def quickstart(out: Path, config: QuickstartConfig = QuickstartConfig()) -> dict
         "curves": str(_plot(out, policies, finetuned, expert)),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    from sim.quickstart_report import write_report
+    from apps.quickstart.report import write_report
 
     write_report(out / "report.md", result, config)
     atomic_write_json(out / "quickstart.json", result)
@@ -176,8 +176,7 @@ def _train_and_evaluate(out: Path, kind: str, config: QuickstartConfig) -> dict[
     from robopolicy.policies import load_policy
     from robopolicy.train.presets import get_preset
     from robopolicy.train.trainer import Trainer
-    from sim.bc_commands import scalar_figures
-    from sim.evaluate import evaluate_policy
+    from sim.evaluate import evaluate_policy, scalar_figures
 
     run = out / kind
     train = get_preset(TASK, policy=kind, data=str((out / "demos.zarr").resolve()))

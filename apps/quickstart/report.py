@@ -13,7 +13,7 @@ def _pct(x: float) -> str:
 
 
 def write_report(path: Path, result: dict[str, Any], config: Any) -> None:
-    """Write the markdown report of ``result`` (see :func:`sim.quickstart.quickstart`)."""
+    """Write the markdown report of ``result`` (see :func:`apps.quickstart.pipeline.quickstart`)."""
     out = path.parent
     demos, expert = result["demos"], result["expert"]
     n, seed = config.eval_episodes, config.eval_seed
@@ -90,7 +90,7 @@ def write_report(path: Path, result: dict[str, Any], config: Any) -> None:
 
 
 def _finetune_lines(result: dict[str, Any]) -> list[str]:
-    """The fine-tuning stage, before and after (:mod:`sim.quickstart_finetune`)."""
+    """The fine-tuning stage, before and after (:mod:`apps.quickstart.finetune`)."""
     tuned, base = result["finetuned"], result["finetuned"]["base_policy"]
     before = result["policies"][base]
     if result["served_policy"] == tuned["name"]:
@@ -126,7 +126,7 @@ def _finetune_lines(result: dict[str, Any]) -> list[str]:
 
 
 def _serving_line(f: dict[str, Any]) -> str:
-    """The serving stage's latency (see :mod:`sim.quickstart_serve`)."""
+    """The serving stage's latency (see :mod:`apps.quickstart.serve`)."""
     command = "robopolicy serve" if f["backend"] == "policy" else "robopolicy serve --backend auto"
     return (
         f"Served on 127.0.0.1 (`{command}`), the {f['policy']} policy "

@@ -1,34 +1,11 @@
-"""``robopolicy tasks`` and ``robopolicy collect``: the simulation's subcommands."""
+"""``robopolicy collect``: a scripted expert's episodes into an episode store
+(:mod:`sim.collect`)."""
 
 from __future__ import annotations
 
 import argparse
 
-import sim.bc_commands  # registers train, eval and quickstart
-import sim.rl_commands  # noqa: F401  (registers finetune and medium)
 from robopolicy.cli import arg, command, print_json
-
-
-@command(
-    "tasks",
-    help="list the registered simulation tasks",
-    args=[arg("--json", action="store_true", help="print one JSON document on stdout")],
-)
-def tasks(args: argparse.Namespace) -> int:
-    from sim.registry import load_tasks
-
-    described = [spec.describe() for spec in sorted(load_tasks().values(), key=lambda s: s.name)]
-    if args.json:
-        print_json(described)
-        return 0
-    width = max((len(d["name"]) for d in described), default=4)
-    for d in described:
-        extra = f"  [needs .[{d['extra']}]]" if d["extra"] else ""
-        print(
-            f"{d['name']:<{width}}  {d['family']:<10} {d['max_episode_steps']:>5} steps  "
-            f"{d['description']}{extra}"
-        )
-    return 0
 
 
 def _cameras(text: str) -> tuple[str, ...]:
@@ -61,7 +38,7 @@ def _cameras(text: str) -> tuple[str, ...]:
     ],
 )
 def collect_command(args: argparse.Namespace) -> int:
-    from sim.collect import CollectConfig, collect
+    from sim.collect import CollectConfig, collect_demos
     from sim.experts import expert_config
 
     expert_config(args.task, args.quality, args.expert)  # a bad name fails before any work
@@ -80,7 +57,7 @@ def collect_command(args: argparse.Namespace) -> int:
         from robopolicy.errors import RobopolicyError
 
         raise RobopolicyError(str(exc)) from exc
-    report = collect(config).as_dict()
+    report = collect_demos(config).as_dict()
     if args.json:
         print_json(report)
         return 0
