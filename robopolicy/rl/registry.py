@@ -11,6 +11,11 @@ overrides), the policy checkpoint to start from (None: the algorithm's own initi
 facts for the checkpoints it writes (task, command line), and whether to show progress. It
 returns a JSON-ready report with at least ``checkpoint`` (the final policy checkpoint's path),
 ``env_steps``, ``seconds``, ``eval_before`` and ``eval_after`` (evaluation figures).
+
+:func:`finetune` runs an algorithm by name, as ``robopolicy finetune`` and scripts do::
+
+    report = finetune("dsrl", "runs/bc/checkpoints/latest", rollouts=SimRollouts("arm-push"),
+                      out="runs/dsrl", overrides=["total_env_steps=24000"])
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from robopolicy.config import did_you_mean
+from robopolicy.config import ConfigError, apply_overrides, did_you_mean
 from robopolicy.errors import RobopolicyError
+
+if TYPE_CHECKING:
+    from robopolicy.rl.rollout import RolloutFactory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,3 +83,32 @@ def get_algorithm(name: str) -> Algorithm:
         hint = did_you_mean(name, list(algorithms), always_list=True)
         raise RobopolicyError(f"unknown algorithm {name!r}{hint}")
     return algorithms[name]
+
+
+def finetune(
+    algo: str,
+    checkpoint: str | Path | None,
+    *,
+    rollouts: RolloutFactory,
+    out: str | Path,
+    overrides: Sequence[str] = (),
+    card: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune ``checkpoint`` (None: the algorithm's own initialization) with algorithm
+    ``algo`` on ``rollouts``' task into ``out`` (a run there resumes); its config is the defaults
+    with ``overrides`` (``key=value``) applied. ``card``: facts for the checkpoints' cards
+    besides the task. Returns the algorithm's report (module docstring)."""
+    algorithm = get_algorithm(algo)
+    try:
+        config = apply_overrides(algorithm.config(), overrides)
+    except (ConfigError, ValueError) as exc:
+        raise RobopolicyError(f"{algo}: {exc}") from exc
+    return algorithm.run(
+        config,
+        checkpoint=checkpoint,
+        rollouts=rollouts,
+        out=out,
+        card={"task": rollouts.task, **(card or {})},
+        progress=progress,
+    )
