@@ -176,12 +176,15 @@ class FlowProcess:
         return cls(float(config.time_scale))
 
     def model_time(self, level: float) -> float:
-        return float(level) * self.time_scale
+        """``level * time_scale``, multiplied in float32 as the network's own arithmetic."""
+        return float(np.float32(level) * np.float32(self.time_scale))
 
     def grid(self, steps: int, spacing: str = "uniform") -> list[float]:
+        """k + 1 uniform times from 1 down to 0: ``torch.linspace``'s float32 values, so every
+        backend and the policy itself walk the same times."""
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        return [1.0 - i / steps for i in range(steps)] + [0.0]
+        return torch.linspace(1.0, 0.0, steps + 1).tolist()
 
     def renoise(self, x0: Array, eps: Array, level: float) -> Array:
         return level * eps + (1.0 - level) * x0
