@@ -118,7 +118,7 @@ def load_sampling(checkpoint: str | Path, config: SamplingConfig, *, seed: int =
     with flag("--sampler"):
         spec = get_sampler(config.sampler or policy.config.sampler, process.family)
     with flag("--steps"):
-        spec.grid(process, config.steps or policy.config.inference_steps)
+        spec.grid(process, config.steps or policy.config.steps)
     with flag(backend_flag):  # e.g. onnx not installed, cuda-graph without a GPU
         engine = InferenceEngine(policy, engine_config, name=Path(checkpoint).name)
     sampler: Any = engine
@@ -149,6 +149,6 @@ def _own_sampling(policy: Any, config: SamplingConfig, device: str) -> Sampling:
         with flag("--steps"):
             policy.set_sampler(steps=config.steps)
     c = policy.config
-    steps = config.steps or (c.inference_steps if sampled else None)
+    steps = config.steps or (c.steps if sampled else None)
     choice = {"sampler": c.sampler if sampled else None, "steps": steps, "backend": "policy"}
     return Sampling(policy, choice | {"warm_start": None, "device": device})

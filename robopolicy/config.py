@@ -10,7 +10,9 @@ overrides, with a "did you mean" for every unknown key::
 A field whose type is a config base with a ``variants`` class attribute (name -> subclass) is
 polymorphic: its dict carries ``"type"`` to pick the subclass, and overriding ``x.type`` starts
 ``x`` afresh from that variant's defaults. A nested config field with :data:`FLAT` metadata is
-spelled flat: its fields read and write as the owner's own.
+spelled flat: its fields read and write as the owner's own. A field renamed since runs and
+checkpoints were saved is listed in :data:`RENAMED`: its old name is refused, with the new one
+suggested.
 """
 
 from __future__ import annotations
@@ -35,15 +37,39 @@ key the data leaves out keeps the owner's default of that field. Its names must 
 the owner's."""
 
 
+RENAMED = {
+    "keep_last": "keep_checkpoints",
+    "num_inference_steps": "steps",
+    "base_steps": "steps",
+    "denoising_steps": "steps",
+    "ft_denoising_steps": "finetune_steps",
+    "sampling_steps": "steps",
+}
+"""Old field name -> the name that replaced it: :func:`did_you_mean` suggests the new name for the
+old, and :func:`renamed` reads what runs saved before (``train_config.json``, ``rl_config.json``,
+the quickstart's ``eval.json``). Checkpoints migrate by version instead
+(``robopolicy/policies/checkpoint.py``)."""
+
+
+def follows(name: str) -> dict[str, str]:
+    """Metadata of a field whose None stands for field ``name``'s value (a diffusion policy's
+    ``steps``: None is K). ``__post_init__`` resolves it; :func:`to_dict` writes None again while
+    the two agree, so a dict round trip (``policy.num_train_timesteps=20`` on the command line)
+    keeps it following ``name``."""
+    return {"follows": name}
+
+
 class ConfigError(RobopolicyError):
     """A config that cannot be built: unknown key, wrong type or a value its class refuses."""
 
 
 def did_you_mean(name: str, choices: Sequence[str], *, always_list: bool = False) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or a list of them; with
-    ``always_list``, the list follows the suggestion too."""
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` (the new name of a renamed field,
+    :data:`RENAMED`), or a list of them; with ``always_list``, the list follows the suggestion
+    too."""
     listed = f"choices: {', '.join(sorted(choices))}" if choices else ""
-    close = difflib.get_close_matches(name, list(choices), n=1)
+    close = [RENAMED[name]] if RENAMED.get(name) in choices else []
+    close = close or difflib.get_close_matches(name, list(choices), n=1)
     if close:
         return f" (did you mean {close[0]!r}?{' ' + listed if always_list else ''})"
     return f" ({listed})" if listed else ""
@@ -57,11 +83,24 @@ def to_dict(config: Any) -> dict[str, Any]:
         out[TYPE_KEY] = _variant_name(type(config))
     for field in dataclasses.fields(config):
         value = _plain(getattr(config, field.name))
+        leader = field.metadata.get("follows")
+        if leader is not None and value == getattr(config, leader):
+            value = None
         for key, item in value.items() if field.metadata.get("flat") else [(field.name, value)]:
             if key in out:
                 raise ConfigError(f"{type(config).__name__}: two fields spell {key!r}")
             out[key] = item
     return out
+
+
+def renamed(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A dict saved before a rename (a run's config, a report) with its keys of old names
+    (:data:`RENAMED`) spelled anew."""
+    data = dict(data)
+    for old, new in RENAMED.items():
+        if old in data and new not in data:
+            data[new] = data.pop(old)
+    return data
 
 
 def _plain(value: Any) -> Any:

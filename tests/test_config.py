@@ -146,3 +146,28 @@ def test_every_run_config_spells_the_shared_cadence_flat():
     saved = to_dict(TrainConfig(cadence=CadenceConfig(keep_checkpoints=4)))
     saved["keep_last"] = saved.pop("keep_checkpoints")  # as runs saved it before
     assert train_config_from_dict(saved).cadence.keep_checkpoints == 4
+
+
+def test_an_old_step_name_suggests_steps_and_saved_runs_read_the_new_one():
+    """The step count per sample is ``steps`` everywhere: an override spelling an old name fails
+    with a "did you mean" naming the new one, and a ``train_config.json`` saved with the policy's
+    old ``num_inference_steps`` reads as ``steps``, with the same value."""
+    from robopolicy.policies.flow import FlowConfig
+    from robopolicy.rl.dppo_config import DPPOConfig
+    from robopolicy.rl.dsrl_config import DSRLConfig
+    from robopolicy.rl.fpo_config import FPOConfig
+    from robopolicy.train.config import TrainConfig, train_config_from_dict
+
+    train = TrainConfig(policy=FlowConfig(steps=4))
+    for config, old, new in [
+        (DPPOConfig(), "denoising_steps", "steps"),
+        (DPPOConfig(), "ft_denoising_steps", "finetune_steps"),
+        (FPOConfig(), "sampling_steps", "steps"),
+        (DSRLConfig(), "base_steps", "steps"),
+        (train, "policy.num_inference_steps", "steps"),
+    ]:
+        with pytest.raises(ConfigError, match=f"{old}: unknown field \\(did you mean '{new}'"):
+            apply_overrides(config, [f"{old}=5"])
+    saved = to_dict(train)
+    saved["policy"]["num_inference_steps"] = saved["policy"].pop("steps")
+    assert train_config_from_dict(saved) == train

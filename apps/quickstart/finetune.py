@@ -10,13 +10,13 @@ were evaluated (:func:`sim.evaluate.evaluate_policy`, the same seeds, envs and v
 writes ``eval.json`` there::
 
     {"name": "diffusion+dsrl", "base_policy": "diffusion", "success_rate": ..., ...,
-     "env_steps": 24032, "train_s": ..., "run": ..., "checkpoint": ..., "base_checkpoint": ...,
-     "dsrl_eval_before": {...}, "dsrl_eval_after": {...}}
+     "env_steps": 24032, "steps": 10, "train_s": ..., "run": ..., "checkpoint": ...,
+     "base_checkpoint": ..., "dsrl_eval_before": {...}, "dsrl_eval_after": {...}}
 
 ``dsrl_eval_before`` is DSRL's own measure of the base on the same seeds through the
-deterministic sampler it steers (``base_steps`` steps, Gaussian noise), so a gain can be told
-apart from the change of sampler. A run whose ``eval.json`` covers the budget is not repeated.
-"""
+deterministic sampler it steers (``steps`` of the base per sample, Gaussian noise), so a gain can
+be told apart from the change of sampler. A run whose ``eval.json`` covers the budget is not
+repeated (one written before the rename spells ``steps`` ``base_steps``)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ config, its ``finetune_overrides`` go last."""
 def finetune_stage(out: Path, base: str, bc: dict[str, Any], config: Any) -> dict[str, Any]:
     """Steer policy ``base`` (its BC figures ``bc``, with ``checkpoint``) with DSRL, evaluate
     the result like the cloned policies; return the figures (module docstring)."""
-    from robopolicy.config import apply_overrides
+    from robopolicy.config import apply_overrides, renamed
     from robopolicy.policies import load_policy
     from robopolicy.rl.dsrl import DSRLConfig, finetune
     from sim.evaluate import evaluate_policy
@@ -65,7 +65,7 @@ def finetune_stage(out: Path, base: str, bc: dict[str, Any], config: Any) -> dic
     run = out / f"{base}-dsrl"
     report = run / "eval.json"
     if report.exists():
-        figures = json.loads(report.read_text(encoding="utf-8"))
+        figures = renamed(json.loads(report.read_text(encoding="utf-8")))
         if figures["env_steps"] >= config.finetune_env_steps:
             log.info("fine-tuned and evaluated already (%d env steps)", figures["env_steps"])
             return figures
@@ -103,7 +103,7 @@ def finetune_stage(out: Path, base: str, bc: dict[str, Any], config: Any) -> dic
         "run": str(run),
         "checkpoint": result["checkpoint"],
         "env_steps": result["env_steps"],
-        "base_steps": dsrl.base_steps,
+        "steps": dsrl.steps,
         "train_s": result["seconds"] - result["timing"]["eval"],
         "dsrl_eval_before": result["eval_before"],
         "dsrl_eval_after": result["eval_after"],

@@ -79,7 +79,7 @@ class QuickstartConfig:
         """A seconds-long run of every stage, for tests."""
         steps = ("max_steps=24", "checkpoint_every=12", "val_every=1", "batch_size=32")
         small = ("policy.denoiser.hidden_dims=[32,32,32]", "schedule.warmup_steps=4")
-        dsrl = ("num_envs=2", "warmup_decisions=16", "batch_size=16", "utd_ratio=1", "base_steps=2")
+        dsrl = ("num_envs=2", "warmup_decisions=16", "batch_size=16", "utd_ratio=1", "steps=2")
         dsrl += ("actor.hidden_dims=[16,16]", "critic_hidden_dims=[16,16]", "log_every=40")
         dsrl += ("eval_every=80", "checkpoint_every=80")
         return cls(

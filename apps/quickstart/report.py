@@ -117,7 +117,7 @@ def _finetune_lines(result: dict[str, Any]) -> list[str]:
     sampled = tuned["dsrl_eval_before"]["success_rate"]
     lines += [
         "",
-        f"With Gaussian noise through the deterministic {tuned['base_steps']}-step sampler that "
+        f"With Gaussian noise through the deterministic {tuned['steps']}-step sampler that "
         f"DSRL steers, the {base} policy scored {_pct(sampled)} before fine-tuning (DSRL's own "
         f"evaluation). The fine-tuned policy is served only when it succeeds more often than "
         f"the cloned one on these episodes: {served}.",

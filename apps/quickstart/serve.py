@@ -110,7 +110,8 @@ def serve_stage(
 
 def _steered_sampler(config: Any) -> dict[str, Any]:
     """``sampler`` and ``steps`` of a steered policy: its base's deterministic sampler (DDIM
-    with eta 0 for a diffusion base, the flow's integrator) for ``base_steps`` steps."""
+    with eta 0 for a diffusion base, the flow's integrator) for the steered policy's ``steps``
+    (None: the base's)."""
     base = config.base
     sampler = "ddim" if base.sampler in ("ddpm", "ddim") else base.sampler
-    return {"sampler": f"steered {sampler}", "steps": config.base_steps or base.inference_steps}
+    return {"sampler": f"steered {sampler}", "steps": config.steps or base.steps}

@@ -19,9 +19,9 @@ steps instead of tens of thousands.
 
 **Flow: shortcut distillation** (Frans et al. 2025, "One Step Diffusion via Shortcut Models").
 A shortcut model learns the jump ``s(x, t, d)`` over a step of size d from the self-consistency
-"one big step = two small steps". Our student is a ``FlowPolicy`` with ``num_inference_steps =
-k``, only ever queried on its own grid ``t_i = 1 - i/k``, so it needs no step-size input: its
-velocity at ``(x_{t_i}, t_i)`` is regressed on the teacher's average velocity over ``[t_i,
+"one big step = two small steps". Our student is a ``FlowPolicy`` with ``steps = k``, only ever
+queried on its own grid ``t_i = 1 - i/k``, so it needs no step-size input: its velocity at
+``(x_{t_i}, t_i)`` is regressed on the teacher's average velocity over ``[t_i,
 t_{i+1}]`` (the teacher's fine midpoint steps composed), at the states ``x_{t_i}`` of the
 teacher's own trajectory from noise. Flow ODEs are nearly straight, so this is the natural fit.
 
@@ -93,12 +93,12 @@ def _diffusion_student(c: Any, steps: int) -> Any:
         beta_schedule="squaredcos_cap_v2",
         sampler="ddim",
         eta=0.0,
-        num_inference_steps=None,
+        steps=None,
     )
 
 
 def _flow_student(c: Any, steps: int) -> Any:
-    return dataclasses.replace(c, sampler="euler", num_inference_steps=steps)
+    return dataclasses.replace(c, sampler="euler", steps=steps)
 
 
 def make_student(teacher: Policy, steps: int) -> Policy:

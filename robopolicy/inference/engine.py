@@ -134,7 +134,7 @@ class InferenceEngine:
         """Backend ``policy``: the policy's ``sample``, with the sampler and steps chosen."""
         self.policy.set_sampler(config.sampler, steps=config.steps)
         if isinstance(self.policy, DenoisingPolicy):
-            self.process, self.steps = self.policy.process, self.policy.config.inference_steps
+            self.process, self.steps = self.policy.process, self.policy.config.steps
 
     def _use_sampler(self, config: EngineConfig) -> None:
         """A denoiser backend: the chosen sampler and steps, checked, over the chosen network."""
@@ -146,7 +146,7 @@ class InferenceEngine:
             )
         c, self.process = policy.config, policy.process
         self.spec = get_sampler(config.sampler or c.sampler, self.process.family)
-        self.steps = config.steps or c.inference_steps
+        self.steps = config.steps or c.steps
         self.spec.grid(self.process, self.steps)  # validates steps
         if config.eta is not None and "eta" not in self.spec.options:
             raise ValueError(f"sampler {self.spec.name!r} takes no eta (ddim does)")

@@ -220,11 +220,8 @@ class SamplerConfig(Protocol):
 
     sampler: str
     """A registered sampler of the policy's family (:mod:`robopolicy.sampling.samplers`)."""
-
-    @property
-    def inference_steps(self) -> int:
-        """k: the sampler's steps per sample."""
-        ...
+    steps: int
+    """k: the sampler's steps per sample."""
 
 
 @runtime_checkable

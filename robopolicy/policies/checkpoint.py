@@ -1,6 +1,6 @@
 """Policy checkpoints: a directory that any process can load without the training code.
 
-    <dir>/config.json             {"format": "robopolicy.policy", "version": 1, "policy": {...}}
+    <dir>/config.json             {"format": "robopolicy.policy", "version": 3, "policy": {...}}
     <dir>/model.safetensors       the policy's weights (EMA weights when training kept them)
     <dir>/normalizer.safetensors  normalizer statistics, and normalizer.json its modes
     <dir>/card.json               what data, what task, which command made it, metrics
@@ -35,7 +35,7 @@ from robopolicy.errors import DataError
 from robopolicy.policies.base import POLICIES, Policy, PolicyConfig, load_policy_types
 
 FORMAT = "robopolicy.policy"
-VERSION = 2
+VERSION = 3
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
@@ -57,7 +57,20 @@ def _flow_unclipped(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _flow_unclipped}
+def _steps_renamed(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 -> 3: the step count per sample is ``steps`` in every policy config, once
+    ``num_inference_steps`` (diffusion, flow) and ``base_steps`` (steered)."""
+    for config in (document["policy"], document["policy"].get("base") or {}):
+        for old in ("num_inference_steps", "base_steps"):
+            if old in config:
+                config["steps"] = config.pop(old)
+    return document
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _flow_unclipped,
+    2: _steps_renamed,
+}
 """version -> function turning that version's config.json document into version + 1's."""
 
 

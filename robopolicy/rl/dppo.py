@@ -1,9 +1,9 @@
 """DPPO (Ren et al., 2024): PPO through the denoising chain of a diffusion policy, one file.
 
 Symbols (``../shared/DESIGN.md``): N envs, T decisions per env per iteration (``n_steps``), To
-observation steps, Tp predicted and Ta executed actions per decision, Da action size, k denoising
-steps of the sampler, K' = ``ft_denoising_steps`` fine-tuned steps (the last K' of the k), D = N·T
-decisions per iteration.
+observation steps, Tp predicted and Ta executed actions per decision, Da action size, k = ``steps``
+denoising steps of the sampler per decision, K' = ``finetune_steps`` fine-tuned steps (the last K'
+of the k), D = N·T decisions per iteration.
 
 **The two-level MDP.** Every denoising step ``x_i -> x_{i+1}`` of the chain is a Gaussian policy
 step ``N(mean_i(x_i, obs), std_i^2)``; the environment's decision is the chain's last ``x``. The
@@ -141,7 +141,7 @@ def explore(
     actions (N, Ta, Da) and, as extras, the chain's fine-tuned tail ``chain`` (N, K'+1, Tp, Da)
     (``x`` entering each of the last K' steps, then the result) and ``log_prob`` (N, K'), each
     tail step's DPPO log-probability. ``frozen`` runs the first k - K' steps."""
-    ft, executed = config.ft_denoising_steps, executed_slice(policy)
+    ft, executed = config.finetune_steps, executed_slice(policy)
     with torch.inference_mode():
         chain = policy.sample_chain(
             obs,
@@ -231,11 +231,11 @@ def train(
             raise RobopolicyError("dppo's critic reads low-dimensional observations only")
         policy = policy.to(config.device).train()
         policy.normalizer.to(config.device)
-        c, k, ft = policy.config, config.denoising_steps, config.ft_denoising_steps
-        k = k or c.inference_steps
+        c, ft = policy.config, config.finetune_steps
+        k = config.steps or c.steps
         if k > c.num_train_timesteps or ft > k:
             raise RobopolicyError(
-                f"need ft_denoising_steps ({ft}) <= denoising_steps ({k}) <= the policy's "
+                f"need finetune_steps ({ft}) <= steps ({k}) <= the policy's "
                 f"{c.num_train_timesteps} train timesteps"
             )
         policy.set_sampler(config.sampler, steps=k, eta=0.0)  # the evaluated, saved sampler
@@ -255,7 +255,7 @@ class DPPORun:
         self.session, self.policy, self.evaluator, self.card = session, policy, evaluator, card
         self.config = c = session.config
         self.device = device = torch.device(c.device)
-        self.k, self.ft = policy.config.inference_steps, c.ft_denoising_steps
+        self.k, self.ft = policy.config.steps, c.finetune_steps
         self.executed = executed_slice(policy)
         self.frozen = copy.deepcopy(policy).eval().requires_grad_(False)  # runs the first k − K'
         self.critic = Critic(c, policy.config, device)
@@ -462,7 +462,7 @@ class DPPORun:
             "generator": self.generator.get_state(),
             "eval_after_checkpoint": self.eval_after_checkpoint,
         }
-        facts = {"dppo": {"denoising_steps": self.k, "ft_denoising_steps": self.ft}}
+        facts = {"dppo": {"steps": self.k, "finetune_steps": self.ft}}
         return self.session.save(self.policy, tree, self.card | facts)
 
 

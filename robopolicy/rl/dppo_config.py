@@ -5,7 +5,7 @@ Defaults are DPPO's Hopper fine-tuning (``cfg/gym/finetune/hopper-v2/ft_ppo_diff
 λ 0.95, lr 1e-4 / 1e-3, 5 epochs of 50k-pair minibatches, ε 0.01 throughout, σ floors 0.1, KL
 stop 1). Its robomimic settings differ in ``update_epochs=10 clip_ploss_coef_base=0.001
 gamma=0.999 batch_size=7500 critic_warmup_iterations=2``; its DDIM variant (furniture) is
-``sampler=ddim denoising_steps=K' ft_denoising_steps=K' ddim_eta=1
+``sampler=ddim steps=K' finetune_steps=K' ddim_eta=1
 min_sampling_denoising_std=0.04``.
 
 **On arm-push** (:data:`ARM_PUSH`, ``tests/rl/test_dppo.py``: a policy cloned on imperfect
@@ -43,7 +43,8 @@ class DPPOConfig:
     num_envs: int = 40
     """N: environments collecting in parallel."""
     n_steps: int = 500
-    """T: decisions per env per iteration (DPPO's ``n_steps``; N·T·Ta env steps at most)."""
+    """T: environment decisions (action chunks) per env per iteration, DPPO's ``n_steps``
+    (N·T·Ta env steps at most); not the denoising ``steps`` of one decision."""
     reset_every_iteration: bool = False
     """Start every iteration with fresh episodes (DPPO's ``reset_at_iteration``: False for its
     gym tasks, True for robomimic); otherwise episodes run on across iterations."""
@@ -58,11 +59,13 @@ class DPPOConfig:
     sampler: Literal["ddpm", "ddim"] = "ddpm"
     """``ddpm`` (DPPO's default) or ``ddim`` (its few-step variant, stochastic with ``ddim_eta``
     while training, eta 0 when evaluating)."""
-    denoising_steps: int | None = None
-    """k, denoising steps per action chunk; None: the checkpoint's own (its K for DDPM, as in
-    DPPO). Fewer than K runs the strided sampler (``K // k`` apart)."""
-    ft_denoising_steps: int = 10
-    """K': the last K' of the k steps are fine-tuned; a frozen copy runs the others."""
+    steps: int | None = None
+    """k, denoising steps per sample (per decision's action chunk); None: the checkpoint's own
+    ``steps`` (its K for DDPM, as in DPPO). Fewer than K runs the strided sampler (``K // k``
+    apart). Not ``n_steps``, the decisions per env per iteration."""
+    finetune_steps: int = 10
+    """K', fine-tuned denoising steps: the last K' of the k steps are fine-tuned; a frozen copy
+    runs the others (DPPO's ``ft_denoising_steps``)."""
     ddim_eta: float = 1.0
     """DDIM's eta while collecting (DPPO: 1); ignored by DDPM."""
     min_sampling_denoising_std: float = 0.1
@@ -135,7 +138,7 @@ class DPPOConfig:
             "num_envs",
             "n_steps",
             "torch_threads",
-            "ft_denoising_steps",
+            "finetune_steps",
             "update_epochs",
             "batch_size",
             "forward_batch_size",
@@ -150,8 +153,8 @@ class DPPOConfig:
             raise ValueError(f"sampler must be ddpm or ddim, got {self.sampler!r}")
         if self.discount not in ("decision", "env_step"):
             raise ValueError(f"discount must be decision or env_step, got {self.discount!r}")
-        if self.denoising_steps is not None and self.denoising_steps < 1:
-            raise ValueError(f"denoising_steps must be >= 1 or None, got {self.denoising_steps}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
         if not self.ddim_eta >= 0:
             raise ValueError(f"ddim_eta must be >= 0, got {self.ddim_eta}")
         if not self.min_sampling_denoising_std >= 0:
@@ -185,8 +188,8 @@ RESUMABLE_CHANGES = ("total_env_steps", *RESUMABLE, "forward_batch_size", "torch
 ARM_PUSH = {
     "num_envs": 64,
     "n_steps": 20,
-    "denoising_steps": 10,
-    "ft_denoising_steps": 10,
+    "steps": 10,
+    "finetune_steps": 10,
     "min_sampling_denoising_std": 0.04,
     "actor_lr": 1e-3,
     "clip_ploss_coef": 0.1,

@@ -3,7 +3,7 @@
 Wagenmaker et al., 2025, "Steering Your Diffusion Policy with Latent Space Reinforcement
 Learning" (arXiv 2506.15799; reference code ``ajwagen/dsrl`` and its Stable-Baselines3 fork).
 The base policy is never trained and is used only as ``base.sample(obs, noise=w)``, which is
-deterministic given ``w`` (DDIM with eta 0, or the flow ODE, with ``base_steps`` steps). SAC
+deterministic given ``w`` (DDIM with eta 0, or the flow ODE, with ``steps`` steps). SAC
 learns an actor that picks ``w``; the result is a ``steered`` policy checkpoint
 (:mod:`robopolicy.policies.steered`): the frozen base plus the actor, which ``load_policy`` and
 ``robopolicy eval`` run like any other.
@@ -65,7 +65,7 @@ deterministic latent, what ``robopolicy eval`` runs on the checkpoint.
 configs; Robomimic used 2048), Adam 3e-4 for all, batch 256, τ 0.005, entropy target 0,
 α from 1, noise bound 1.5, 4 envs, 5 updates per decision (its 20 gradient steps per vector step
 of 4 envs), a warm-up of 6000 decisions (1501 vector steps of 4 envs), γ 0.99 per chunk of 4
-(0.9975 per step here). Its base policies sample with 5 to 8 DDIM steps; ``base_steps`` is 10.
+(0.9975 per step here). Its base policies sample with 5 to 8 DDIM steps; ``steps`` is 10.
 
 **On ``arm-push``** (``tests/rl/test_dsrl.py``, sized for CI): 8 envs, a warm-up of 800
 decisions, 2 updates per decision on batches of 128, 64-wide networks, Adam 1e-3, α from 0.01,
@@ -181,7 +181,7 @@ def train(
         elif base is None:
             raise RobopolicyError("dsrl needs a base policy (a diffusion or flow checkpoint)")
         else:
-            steered = SteeredPolicy.around(base, config.actor, config.base_steps)
+            steered = SteeredPolicy.around(base, config.actor, config.steps)
         run = DSRLRun(session, steered, dict(card or {}))
         seed = config.seed + run.episodes  # the training seeds go on where they stopped
         with session.rollouts(rollouts, run.policy_config, seed=seed) as (collector, evaluator):
@@ -294,7 +294,7 @@ class DSRLRun:
                 w, _ = self.actor.sample(x, draw)
             w = w.view(size, c.horizon, c.action_dim)
             sampled = time.perf_counter()
-            chunk = self.frozen.sample(obs, noise=w, steps=c.base_steps)
+            chunk = self.frozen.sample(obs, noise=w, steps=c.steps)
             edge = self.frozen.normalizer.normalize(chunk, "action").abs() >= 0.999
         self.timing["actor"] += sampled - tick
         self.timing["base"] += time.perf_counter() - sampled
@@ -384,7 +384,7 @@ class DSRLRun:
         shape = (len(obs[c.obs_keys[0]]), c.horizon, c.action_dim)
         with torch.inference_mode():
             w = torch.randn(shape, generator=generator, device=self.device)
-            chunk = self.frozen.sample(obs, noise=w, steps=c.base_steps)
+            chunk = self.frozen.sample(obs, noise=w, steps=c.steps)
         return Act(chunk[:, self.executed], {})
 
     def evaluation(self, evaluator: Evaluator, act: ActFn) -> dict[str, float]:

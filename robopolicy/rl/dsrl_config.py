@@ -32,9 +32,10 @@ class DSRLConfig:
     torch_threads: int = 1
     """Intra-op threads during the run (small MLPs are fastest on one)."""
     # -- the base policy and the latent ------------------------------------------------------
-    base_steps: int | None = 10
-    """Denoising steps of the base's deterministic sampler (DDIM eta 0, or Euler/midpoint ODE
-    steps); None: the base's own default (100 DDIM steps for a default diffusion policy)."""
+    steps: int | None = 10
+    """k, the base's denoising steps per sample, of its deterministic sampler (DDIM eta 0, or
+    Euler/midpoint ODE steps); None: the base's own ``steps`` (100 DDIM steps for a default
+    diffusion policy)."""
     actor: LatentActorConfig = dataclasses.field(default_factory=LatentActorConfig)
     """The latent actor (widths, activation, LayerNorm) and the noise bound b."""
     # -- critics -----------------------------------------------------------------------------
@@ -101,8 +102,8 @@ class DSRLConfig:
         for name in ("warmup_decisions", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.base_steps is not None and self.base_steps < 1:
-            raise ValueError(f"base_steps must be >= 1 or None, got {self.base_steps}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
         if not self.critic_hidden_dims or min(self.critic_hidden_dims) < 1:
             raise ValueError(f"critic_hidden_dims must be positive, got {self.critic_hidden_dims}")
         if self.critic_activation not in ACTIVATIONS:

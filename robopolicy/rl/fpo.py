@@ -64,7 +64,7 @@ what ``robopolicy eval`` measures.
 
 **Independent of the integrator.** The ratio only evaluates the velocity network at the stored
 ``(a, eps_i, t_i)``; it never runs the ODE. Collection and evaluation may use Euler or midpoint
-with any step count (``sampler``/``sampling_steps``, ``eval_sampler``/``eval_steps``), and the
+with any step count (``sampler``/``steps``, ``eval_sampler``/``eval_steps``), and the
 checkpoint keeps the policy's own sampler settings.
 
 **Defaults.** From the FPO reference code (``playground/src/flow_policy/fpo.py``): 8 pairs per
@@ -335,7 +335,7 @@ class FPORun:
                 self.policy,
                 obs,
                 noise,
-                steps=self.config.sampling_steps,
+                steps=self.config.steps,
                 method=self.config.sampler,
             )
         return Act(chunk[:, self.executed], {"chunk": chunk, "eps": eps, "t": t})

@@ -23,7 +23,8 @@ class FPOConfig:
     num_envs: int = 32
     """N: environments collecting in parallel."""
     n_steps: int = 20
-    """T: decisions per env per iteration (N·T·Ta env steps per iteration at most)."""
+    """T: environment decisions (action chunks) per env per iteration (N·T·Ta env steps per
+    iteration at most); not the integration ``steps`` of one decision."""
     seed: int = 0
     """Seeds the exploration noise, the (eps, t) pairs, minibatch order and training episodes."""
     device: str = "cpu"
@@ -32,8 +33,8 @@ class FPOConfig:
     """Intra-op threads during the run (small MLPs are fastest on one)."""
     sampler: Literal["euler", "midpoint"] | None = None
     """ODE integrator while collecting, ``euler`` or ``midpoint`` (None: the policy's)."""
-    sampling_steps: int | None = None
-    """Integration steps while collecting (None: the policy's ``num_inference_steps``)."""
+    steps: int | None = None
+    """k, integration steps per sample while collecting (None: the policy's ``steps``)."""
     # -- the FPO ratio -------------------------------------------------------------------------
     n_samples: int = 8
     """S: (eps, t) pairs per decision (the reference's ``n_samples_per_action``; FPO++: 8 for
@@ -119,7 +120,7 @@ class FPOConfig:
         for name in ("sampler", "eval_sampler"):
             if getattr(self, name) not in (None, *sampler_names("flow")):
                 raise ValueError(f"{name} must be None or one of {sampler_names('flow')}")
-        for name in ("sampling_steps", "eval_steps"):
+        for name in ("steps", "eval_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
         if not (0 <= self.gamma <= 1 and 0 <= self.gae_lambda <= 1):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from robopolicy.atomic import atomic_write_json
-from robopolicy.config import ConfigError
+from robopolicy.config import ConfigError, renamed
 from robopolicy.policies.base import Policy
 from robopolicy.policies.checkpoint import load_policy, save_policy
 from robopolicy.rl.rollout import RolloutBatch
@@ -43,11 +43,12 @@ class RunDir:
         self.checkpoints.clean()  # what a killed writer left behind
 
     def check_config(self, config: dict[str, Any], *, may_change: Iterable[str] = ()) -> None:
-        """Save ``config``, or check it against the saved one: a resumed run may change only the
-        fields ``may_change`` (e.g. the budget); anything else is a ConfigError."""
+        """Save ``config``, or check it against the saved one (read with the fields' current
+        names, :func:`robopolicy.config.renamed`): a resumed run may change only the fields
+        ``may_change`` (e.g. the budget); anything else is a ConfigError."""
         path = self.out / CONFIG_FILE
         if path.is_file():
-            saved = json.loads(path.read_text(encoding="utf-8"))
+            saved = renamed(json.loads(path.read_text(encoding="utf-8")))
             allowed = set(may_change)
             differ = [
                 f"{key}: run has {saved.get(key)!r}, asked {value!r}"

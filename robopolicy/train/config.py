@@ -225,11 +225,12 @@ def policy_variants() -> dict[str, type[PolicyConfig]]:
 
 def train_config_from_dict(data: dict) -> TrainConfig:
     """:func:`robopolicy.config.from_dict` for a TrainConfig, with every policy type loaded;
-    reads runs saved before the shared cadence too (``keep_last`` for ``keep_checkpoints``)."""
-    from robopolicy.config import from_dict
+    reads runs saved before a field was renamed too (``keep_last`` for ``keep_checkpoints``,
+    ``policy.num_inference_steps`` for ``policy.steps``: :data:`robopolicy.config.RENAMED`)."""
+    from robopolicy.config import from_dict, renamed
 
     _registered()
-    data = dict(data)
-    if "keep_last" in data and "keep_checkpoints" not in data:
-        data["keep_checkpoints"] = data.pop("keep_last")
+    data = renamed(data)
+    if isinstance(data.get("policy"), dict):
+        data["policy"] = renamed(data["policy"])
     return from_dict(TrainConfig, data)

@@ -111,7 +111,7 @@ def arm_push(kind: str) -> TrainConfig:
     policy = policy_config(
         kind,
         {"n_obs_steps": 2, "horizon": 8, "n_action_steps": 4, "denoiser": denoiser},
-        {"flow": {"num_inference_steps": 10}, "diffusion": {"num_train_timesteps": 100}},
+        {"flow": {"steps": 10}, "diffusion": {"num_train_timesteps": 100}},
     )
     return build(
         TrainConfig,
@@ -142,7 +142,7 @@ def arm_pick_place(kind: str) -> TrainConfig:
     policy = policy_config(
         kind,
         {"n_obs_steps": 2, "horizon": 16, "n_action_steps": 8, "denoiser": _mlp(512)},
-        {"flow": {"num_inference_steps": 10}, "diffusion": {"num_train_timesteps": 100}},
+        {"flow": {"steps": 10}, "diffusion": {"num_train_timesteps": 100}},
     )
     return build(
         TrainConfig,
@@ -173,8 +173,8 @@ def _pusht(kind: str, common: dict[str, Any], *, lr: float, epochs: int) -> Trai
         kind,
         {**window, **common},
         {
-            "flow": {"num_inference_steps": 10},
-            "diffusion": {"num_train_timesteps": 100, "sampler": "ddim", "num_inference_steps": 10},
+            "flow": {"steps": 10},
+            "diffusion": {"num_train_timesteps": 100, "sampler": "ddim", "steps": 10},
         },
     )
     return build(

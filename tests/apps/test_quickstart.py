@@ -56,7 +56,7 @@ def test_tiny_quickstart_writes_report_figures_and_checkpoints(tiny_run):
     assert tuned["seed"] == result["policies"][best]["seed"] == 100_000
     assert tuned["dsrl_eval_before"]["episodes"] == tuned["dsrl_eval_after"]["episodes"] == 2
     steered = load_policy(tuned["checkpoint"])
-    assert type(steered).type_name == "steered" and steered.config.base_steps == 2
+    assert type(steered).type_name == "steered" and steered.config.steps == 2
     card = read_card(tuned["checkpoint"])
     assert card["algorithm"] == "dsrl" and card["base_checkpoint"] == tuned["base_checkpoint"]
     assert tuned["base_checkpoint"] == str(Path(result["policies"][best]["checkpoint"]).resolve())

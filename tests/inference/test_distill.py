@@ -20,7 +20,7 @@ def test_a_short_distillation_beats_the_teachers_own_few_steps(toy, kind, steps)
     student, figures = distill(toy(kind), lambda g: toy_batch(96, g), config)
     assert figures["student_rms"] < 0.6 * figures["teacher_k_step_rms"], figures
     c = student.config
-    assert c.inference_steps == steps if kind == "diffusion" else c.num_inference_steps == steps
+    assert c.steps == steps
     obs = toy_batch(4, torch.Generator().manual_seed(9))["obs"]
     assert student.sample(obs).shape == (4, 8, 2)
 
@@ -38,7 +38,7 @@ def test_distill_command_writes_an_ordinary_checkpoint(push_teacher, tmp_path, c
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 2 and summary["student_rms"] >= 0
     student = load_policy(out)
-    assert student.config.inference_steps == 2 and student.config.prediction_type == "sample"
+    assert student.config.steps == 2 and student.config.prediction_type == "sample"
     card = read_card(out)
     assert card["task"] == "arm-push" and card["distill_config"]["train_steps"] == 10
     assert card["distilled_from"] == str(teacher.resolve())

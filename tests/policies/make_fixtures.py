@@ -89,8 +89,8 @@ def main() -> None:
     t = torch.rand(2, generator=gen)
     expected: dict[str, Any] = {"obs": obs["state"].tolist(), "noise": noise.tolist()}
     for name, kind, kwargs in (
-        ("diffusion_mlp", "diffusion", dict(sampler="ddim", num_inference_steps=5)),
-        ("flow_mlp", "flow", dict(sampler="midpoint", num_inference_steps=3)),
+        ("diffusion_mlp", "diffusion", dict(sampler="ddim", steps=5)),
+        ("flow_mlp", "flow", dict(sampler="midpoint", steps=3)),
     ):
         policy = toy_policy(kind, seed=3, denoiser=tiny_mlp(16), **kwargs).eval()
         _, action = toy_data(n=2, seed=1)

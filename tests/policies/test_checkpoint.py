@@ -127,3 +127,30 @@ def test_version_1_flow_configs_keep_sampling_unclipped(tmp_path):
         (tmp_path / "config.json").write_text(json.dumps(document))
         current = read_policy_config(tmp_path)
         assert (getattr(current, "base", None) or current).clip_sample is True
+
+
+def test_version_2_configs_spell_the_step_count_steps(tmp_path):
+    """Version 3 renamed the step count per sample to ``steps``: a version-2 config spelling
+    ``num_inference_steps`` (diffusion, flow) or ``base_steps`` (steered, around either) loads
+    with the same values under the new name."""
+    from robopolicy.config import to_dict
+    from robopolicy.policies.steered import SteeredConfig
+    from tests.policies.make_fixtures import tiny_config
+
+    diffusion, flow = tiny_config("diffusion", steps=5), tiny_config("flow", steps=3)
+    configs = (
+        diffusion,
+        flow,
+        SteeredConfig.around(diffusion, steps=2),
+        SteeredConfig.around(flow),
+    )
+    for config in configs:
+        document = {"format": "robopolicy.policy", "version": 2, "policy": to_dict(config)}
+        policy = document["policy"]
+        if "base" in policy:
+            policy["base_steps"] = policy.pop("steps")
+            policy["base"]["num_inference_steps"] = policy["base"].pop("steps")
+        else:
+            policy["num_inference_steps"] = policy.pop("steps")
+        (tmp_path / "config.json").write_text(json.dumps(document))
+        assert read_policy_config(tmp_path) == config

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import robopolicy
-from robopolicy.config import ConfigError, from_dict, to_dict
+from robopolicy.config import ConfigError, apply_overrides, from_dict, to_dict
 from robopolicy.data.dataset import SequenceDataset, SequenceDatasetConfig
 from robopolicy.models.encoders import ObsEncoderConfig
 from robopolicy.models.unet1d import UNet1DConfig
@@ -158,7 +158,7 @@ def test_sample_is_deterministic_given_noise_in_raw_units():
     assert policy.sample(obs, noise=noise, steps=20).shape == (4, 4, 2)
     with pytest.raises(ValueError, match="steps must be in"):
         policy.sample(obs, noise=noise, steps=21)
-    with pytest.raises(ValueError, match="num_inference_steps"):
+    with pytest.raises(ValueError, match="steps must be in"):
         policy.set_sampler(steps=50)
 
 
@@ -226,15 +226,27 @@ def test_config_round_trip_and_validation():
     assert again == config and isinstance(again.denoiser, UNet1DConfig)
     with pytest.raises(ConfigError, match="did you mean 'ddpm'"):
         from_dict(PolicyConfig, {**to_dict(config), "sampler": "dpm"})
-    with pytest.raises(ConfigError, match="did you mean 'num_inference_steps'"):
-        from_dict(PolicyConfig, {**to_dict(config), "num_inference_step": 3})
-    for bad in (dict(num_inference_steps=101), dict(eta=-1.0), dict(beta_start=0.5)):
+    with pytest.raises(ConfigError, match="did you mean 'steps'"):
+        from_dict(PolicyConfig, {**to_dict(config), "step": 3})
+    for bad in (dict(steps=101), dict(eta=-1.0), dict(beta_start=0.5)):
         with pytest.raises(ValueError):
             DiffusionConfig(**bad)
 
 
+def test_steps_are_k_unless_given_and_follow_an_overridden_k():
+    """``steps`` None is K: an int once built, written null while it equals K, so overriding K
+    (``policy.num_train_timesteps=20`` on the command line) moves it along."""
+    config = DiffusionConfig(num_train_timesteps=100)
+    assert config.steps == 100 and to_dict(config)["steps"] is None
+    assert from_dict(PolicyConfig, to_dict(config)) == config
+    assert apply_overrides(config, ["num_train_timesteps=20"]).steps == 20
+    fewer = DiffusionConfig(num_train_timesteps=100, steps=10)
+    assert to_dict(fewer)["steps"] == 10
+    assert apply_overrides(fewer, ["num_train_timesteps=20"]).steps == 10
+
+
 def test_save_load_gives_identical_samples(tmp_path):
-    policy = toy_policy("diffusion", sampler="ddim", num_inference_steps=5).eval()
+    policy = toy_policy("diffusion", sampler="ddim", steps=5).eval()
     obs, _ = toy_data()
     noise = torch.randn(4, 4, 2)
     loaded = robopolicy.load_policy(save_policy(policy, tmp_path / "ckpt"))

@@ -139,13 +139,13 @@ def test_config_round_trip_and_validation():
     assert again == config and isinstance(again.denoiser, TransformerDenoiserConfig)
     with pytest.raises(ConfigError, match="did you mean 'midpoint'"):
         from_dict(PolicyConfig, {**to_dict(config), "sampler": "midpont"})
-    for bad in (dict(num_inference_steps=0), dict(min_time=1.0), dict(time_scale=0.0)):
+    for bad in (dict(steps=0), dict(min_time=1.0), dict(time_scale=0.0)):
         with pytest.raises(ValueError):
             FlowConfig(**bad)
 
 
 def test_save_load_gives_identical_samples(tmp_path):
-    policy = toy_policy("flow", sampler="midpoint", num_inference_steps=4).eval()
+    policy = toy_policy("flow", sampler="midpoint", steps=4).eval()
     obs, _ = toy_data()
     noise = torch.randn(4, 4, 2)
     loaded = robopolicy.load_policy(save_policy(policy, tmp_path / "ckpt"))
@@ -168,7 +168,7 @@ def test_image_policy_from_a_store(tmp_path):
         encoder=ObsEncoderConfig(
             image_feature_dim=4, backbone_width=8, group_size=4, num_keypoints=4, crop_shape=None
         ),
-        num_inference_steps=2,
+        steps=2,
         **WINDOW,
     )
     policy = make_policy(config, data)

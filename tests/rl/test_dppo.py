@@ -60,7 +60,7 @@ def test_recorded_log_probs_match_an_independent_computation(sampler, steps, ft,
     obs, _ = toy_data(n=6)
     config = DPPOConfig(
         sampler=sampler,
-        ft_denoising_steps=ft,
+        finetune_steps=ft,
         ddim_eta=0.7,
         min_sampling_denoising_std=0.1,
         min_logprob_denoising_std=logprob_floor,
@@ -118,7 +118,7 @@ def test_clip_grows_with_the_denoising_index_and_the_discount_shrinks_early_step
 
 def test_config_validation():
     for bad in (
-        dict(ft_denoising_steps=0),
+        dict(finetune_steps=0),
         dict(min_logprob_denoising_std=0.0),
         dict(logprob_clip=(2.0, -5.0)),
         dict(gamma_denoising=1.5),
@@ -182,8 +182,8 @@ def test_dppo_raises_the_success_of_a_cloned_arm_push_policy(push_bc, tmp_path, 
 TINY = dict(
     num_envs=4,
     n_steps=5,
-    denoising_steps=5,
-    ft_denoising_steps=3,
+    steps=5,
+    finetune_steps=3,
     batch_size=20,
     forward_batch_size=8,
     update_epochs=2,
@@ -250,7 +250,7 @@ def test_finetune_command_writes_a_checkpoint_that_loads_evaluates_and_resumes(
     policy = robopolicy.load_policy(report["checkpoint"])
     assert isinstance(policy, DiffusionPolicy)
     c = policy.config
-    assert (c.sampler, c.inference_steps, c.eta) == ("ddim", 5, 0.0)
+    assert (c.sampler, c.steps, c.eta) == ("ddim", 5, 0.0)
     assert read_card(report["checkpoint"])["base_checkpoint"] == str(base)
     assert (out / "curves.png").is_file() and (out / "tensorboard").is_dir()
     figures = ["eval", report["checkpoint"], "--task", "arm-push", "--episodes", "2"]

@@ -59,7 +59,7 @@ def tiny_config(**overrides) -> DSRLConfig:
     settings = dict(
         total_env_steps=120,
         num_envs=2,
-        base_steps=3,
+        steps=3,
         actor=LatentActorConfig(hidden_dims=(16, 16)),
         critic_hidden_dims=(16, 16),
         batch_size=8,
@@ -167,13 +167,13 @@ def test_steered_checkpoints_round_trip_and_load_without_training_code(tmp_path)
     for kind in ("flow", "diffusion"):
         base = point_base(kind)
         torch.manual_seed(1)
-        policy = SteeredPolicy.around(base, base_steps=3)
+        policy = SteeredPolicy.around(base, steps=3)
         obs = {"state": torch.randn(6, 2, 4)}
         eps = torch.randn(6, 4, 2)
         path = save_policy(policy, tmp_path / kind)
         loaded = robopolicy.load_policy(path)
         assert isinstance(loaded, SteeredPolicy) and not loaded.training
-        assert loaded.config == policy.config and loaded.config.base_steps == 3
+        assert loaded.config == policy.config and loaded.config.steps == 3
         assert torch.equal(loaded.sample(obs), policy.sample(obs))
         assert torch.equal(loaded.sample(obs, noise=eps), policy.sample(obs, noise=eps))
         latent = policy.latent(obs)  # the steered sample is the base's from the actor's latent

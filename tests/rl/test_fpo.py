@@ -149,7 +149,7 @@ def test_a_resumed_run_continues_its_curve(push_bc, tmp_path):
     are dropped and redone, counters and weights carry on, and any sampler may act."""
     base = robopolicy.load_policy(push_bc("flow"))
     out = tmp_path / "run"
-    samplers = dict(sampler="midpoint", sampling_steps=3, eval_sampler="euler", eval_steps=2)
+    samplers = dict(sampler="midpoint", steps=3, eval_sampler="euler", eval_steps=2)
     per_iteration = TINY["num_envs"] * TINY["n_steps"] * base.config.n_action_steps
     # N·T·Ta steps per iteration at most (fewer when an episode ends inside a chunk)
     config = build(

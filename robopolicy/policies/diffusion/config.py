@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Literal
 
-from robopolicy.config import did_you_mean
+from robopolicy.config import did_you_mean, follows
 from robopolicy.models.denoisers import DenoiserConfig
 from robopolicy.models.encoders import ObsEncoderConfig
 from robopolicy.models.unet1d import UNet1DConfig
@@ -51,9 +51,10 @@ class DiffusionConfig(PolicyConfig):
     """The registered diffusion sampler :meth:`sample` runs (:mod:`robopolicy.sampling.samplers`):
     ancestral ``ddpm``, ``ddim`` (with ``eta``) or ``dpmpp``. Given ``noise``, its deterministic
     twin runs (``ddpm`` and ``ddim`` as DDIM with eta 0)."""
-    num_inference_steps: int | None = None
-    """Denoising steps per sample, on the sampler's grid (``ddpm``/``ddim``: ``K // steps``
-    apart, "leading"); None means K."""
+    steps: int | None = dataclasses.field(default=None, metadata=follows("num_train_timesteps"))
+    """k, denoising steps per sample, on the sampler's grid (``ddpm``/``ddim``: ``K // k`` apart,
+    "leading"), in [1, K]. None given means K: it is always an int once built (and written null
+    while it equals K, so it keeps following K when that is overridden)."""
     eta: float = 0.0
     """DDIM's noise scale: 0 deterministic, 1 has DDPM's posterior variance."""
 
@@ -73,19 +74,14 @@ class DiffusionConfig(PolicyConfig):
             )
         if not self.clip_sample_range > 0:
             raise ValueError(f"clip_sample_range must be positive, got {self.clip_sample_range}")
-        steps = self.num_inference_steps
-        if steps is not None and not 1 <= steps <= self.num_train_timesteps:
+        if self.steps is None:
+            self.steps = self.num_train_timesteps
+        if not 1 <= self.steps <= self.num_train_timesteps:
             raise ValueError(
-                f"num_inference_steps must be in [1, {self.num_train_timesteps}] or null, "
-                f"got {steps}"
+                f"steps must be in [1, {self.num_train_timesteps}] or null, got {self.steps}"
             )
         if not self.eta >= 0:
             raise ValueError(f"eta must be >= 0, got {self.eta}")
-
-    @property
-    def inference_steps(self) -> int:
-        """Denoising steps per sample (``num_inference_steps``, or K)."""
-        return self.num_inference_steps or self.num_train_timesteps
 
 
 def _one_of(name: str, value: str, choices: Sequence[str]) -> None:

@@ -100,7 +100,7 @@ class DiffusionPolicy(Policy):
         options = {"eta": self.config.eta} if "eta" in spec.options else {}
         if deterministic:
             spec, options = spec.twin, {}
-        k = steps or self.config.inference_steps
+        k = steps or self.config.steps
         return spec.denoise(
             self.process, self.model, x, cond, k, draw=lambda: torch.randn_like(x), **options
         )
@@ -113,7 +113,7 @@ class DiffusionPolicy(Policy):
         self.config = dataclasses.replace(
             c,
             sampler=sampler or c.sampler,
-            num_inference_steps=c.num_inference_steps if steps is None else steps,
+            steps=c.steps if steps is None else steps,
             eta=c.eta if eta is None else eta,
         )
 
@@ -159,7 +159,7 @@ class DiffusionPolicy(Policy):
         """(k+1,) int64 timesteps of the k-step chain of ``sampler`` (``ddpm``/``ddim``),
         descending, then -1 ("clean"); the config's k and sampler when None."""
         spec = get_sampler(sampler or self.config.sampler, "diffusion")
-        grid = spec.grid(self.process, steps or self.config.inference_steps)
+        grid = spec.grid(self.process, steps or self.config.steps)
         return torch.tensor(grid, device=self.device).long()
 
     @torch.no_grad()
@@ -281,7 +281,7 @@ class DiffusionPolicy(Policy):
         ``x`` (B, n+1, Tp, Da): ``DenoisingChain.x`` or its tail ``x[:, k - n:]``; ``eta`` a
         float or (B,); other arguments as :meth:`chain_log_prob`."""
         size, n = x.shape[0], x.shape[1] - 1
-        k = steps or self.config.inference_steps
+        k = steps or self.config.steps
         cond = self.encode(obs).repeat_interleave(n, dim=0)
         step = torch.arange(k - n, k, device=x.device).repeat(size)
         if isinstance(eta, Tensor) and eta.ndim:

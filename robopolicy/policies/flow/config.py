@@ -42,8 +42,8 @@ class FlowConfig(PolicyConfig):
     """The registered flow sampler (ODE integrator) :meth:`sample` runs
     (:mod:`robopolicy.sampling.samplers`): ``euler`` (1 network call per step) or the explicit
     ``midpoint`` rule (2 calls per step, second order)."""
-    num_inference_steps: int = 10
-    """Integration steps per sample (uniform in t)."""
+    steps: int = 10
+    """k, integration steps per sample (uniform in t)."""
     time_scale: float = 1000.0
     """Factor from ``t`` in [0, 1] to the denoiser's timestep input (its sinusoidal embedding
     resolves a 0..1000 range; see ``robopolicy/models/embeddings.py``)."""
@@ -67,14 +67,9 @@ class FlowConfig(PolicyConfig):
             raise ValueError(f"beta_alpha and beta_beta must be positive, got {self.beta_alpha}")
         if not 0.0 <= self.min_time < 1.0:
             raise ValueError(f"min_time must be in [0, 1), got {self.min_time}")
-        if self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
         if not self.time_scale > 0:
             raise ValueError(f"time_scale must be positive, got {self.time_scale}")
         if not self.clip_sample_range > 0:
             raise ValueError(f"clip_sample_range must be positive, got {self.clip_sample_range}")
-
-    @property
-    def inference_steps(self) -> int:
-        """Integration steps per sample (``num_inference_steps``; the diffusion config's name)."""
-        return self.num_inference_steps

@@ -63,7 +63,7 @@ class FlowPolicy(Policy):
         ``t = 1``: ``steps`` uniform steps of the registered flow ``sampler`` (the config's when
         None)."""
         spec = get_sampler(sampler or self.config.sampler, "flow")
-        k = steps or self.config.num_inference_steps
+        k = steps or self.config.steps
         return spec.denoise(self.process, self.model, x, cond, k)
 
     def sample_time(self, shape: tuple[int, ...], device: torch.device | str = "cpu") -> Tensor:
@@ -84,7 +84,7 @@ class FlowPolicy(Policy):
         self.config = dataclasses.replace(
             c,
             sampler=sampler or c.sampler,
-            num_inference_steps=c.num_inference_steps if steps is None else steps,
+            steps=c.steps if steps is None else steps,
         )
 
     # ------------------------------------------------------------------ the policy interface

@@ -52,10 +52,10 @@ class SteeredConfig(PolicyConfig):
     ``sample(obs, noise=...)``: diffusion, flow, gaussian; low-dim observations only)."""
     actor: LatentActorConfig = dataclasses.field(default_factory=LatentActorConfig)
     """The latent actor."""
-    base_steps: int | None = None
-    """Denoising steps of the base's deterministic sampler that the actor was trained with
-    (DDIM with eta 0, or the flow ODE); None: the base's own default. The same latent gives
-    another chunk with another number of steps."""
+    steps: int | None = None
+    """k, the base's denoising steps per sample, of the deterministic sampler the actor was
+    trained with (DDIM with eta 0, or the flow ODE); None: the base's own ``steps``. The same
+    latent gives another chunk with another number of steps."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -69,19 +69,20 @@ class SteeredConfig(PolicyConfig):
             mine, theirs = getattr(self, name), getattr(self.base, name)
             if mine != theirs:
                 raise ValueError(f"{name}={mine!r} differs from the base's {theirs!r}")
-        if self.base_steps is not None and self.base_steps < 1:
-            raise ValueError(f"base_steps must be >= 1 or None, got {self.base_steps}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
 
     @classmethod
     def around(
         cls,
         base: PolicyConfig,
         actor: LatentActorConfig | None = None,
-        base_steps: int | None = None,
+        steps: int | None = None,
     ) -> SteeredConfig:
-        """The config steering ``base`` (its window, keys, shapes and normalization copied)."""
+        """The config steering ``base`` (its window, keys, shapes and normalization copied) with
+        ``steps`` of the base per sample."""
         window = {name: getattr(base, name) for name in (*_WINDOW, "normalization")}
-        return cls(**window, base=base, actor=actor or LatentActorConfig(), base_steps=base_steps)
+        return cls(**window, base=base, actor=actor or LatentActorConfig(), steps=steps)
 
     def normalizer_modes(self) -> dict[str, str]:
         """The base's normalizer modes (the steered policy uses the base's normalizer)."""

@@ -6,7 +6,7 @@ size, Ds the low-dim observation size of one step, L = Tp * Da the flattened lat
     x          = normalize(obs[key]) per low-dim key, flattened over To      (B, To * Ds)
     mean, std  = LatentActor(x)                                              (B, L) each
     w          = b * tanh(mean + std * eps)        eps (B, Tp, Da), 0 by default
-    actions    = base.sample(obs, noise=w.view(B, Tp, Da), steps=base_steps)  (B, Tp, Da) raw
+    actions    = base.sample(obs, noise=w.view(B, Tp, Da), steps=config.steps)  (B, Tp, Da) raw
 
 ``sample(obs)`` uses ``eps = 0``: the actor's deterministic latent ``b * tanh(mean)``, the policy
 DSRL evaluates. ``sample(obs, noise=eps)`` reads ``noise`` as the actor's own standard-normal
@@ -99,11 +99,12 @@ class SteeredPolicy(Policy):
 
     @classmethod
     def around(
-        cls, base: Policy, actor: LatentActorConfig | None = None, base_steps: int | None = None
+        cls, base: Policy, actor: LatentActorConfig | None = None, steps: int | None = None
     ) -> SteeredPolicy:
-        """A fresh actor steering a copy of ``base`` (its weights copied bit for bit), on the
-        base's device. The actor is initialized from torch's global generator."""
-        policy = cls(SteeredConfig.around(base.config, actor, base_steps), base.normalizer)
+        """A fresh actor steering a copy of ``base`` (its weights copied bit for bit) with
+        ``steps`` of the base per sample, on the base's device. The actor is initialized from
+        torch's global generator."""
+        policy = cls(SteeredConfig.around(base.config, actor, steps), base.normalizer)
         policy.base.load_state_dict(base.state_dict())
         return policy.to(base.device)
 
@@ -139,9 +140,9 @@ class SteeredPolicy(Policy):
     @torch.no_grad()
     def sample(self, obs: Obs, *, noise: Tensor | None = None, steps: int | None = None) -> Tensor:
         """(B, Tp, Da) raw actions: the base's deterministic sample from the actor's latent
-        (module docstring); ``steps`` overrides ``base_steps``."""
+        (module docstring); ``steps`` overrides the config's."""
         w = self.latent(obs, noise)
-        return self.base.sample(obs, noise=w, steps=steps or self.config.base_steps)
+        return self.base.sample(obs, noise=w, steps=steps or self.config.steps)
 
     def loss(self, batch: Mapping[str, Any]) -> Tensor:
         raise NotImplementedError(
