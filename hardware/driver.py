@@ -1,6 +1,6 @@
 """The driver interface every arm implements, and the registry that finds drivers by name.
 
-A driver is a small object (``../shared/STYLE.md`` habit 7):
+A driver is a small object (``docs/STYLE.md`` habit 7):
 
 - ``spec``: a :class:`JointSpec` — joint names, limits, units — known **without a connection**;
 - ``connect()`` / ``disconnect()``: idempotent; a driver is also a context manager;

@@ -1,4 +1,4 @@
-"""Seeded fault injection around any driver (``../shared/RELIABILITY.md``).
+"""Seeded fault injection around any driver (``docs/RELIABILITY.md``).
 
 A :class:`FaultPlan` is a list of ``(at, kind, duration)`` — seconds after ``connect()`` on the
 driver's clock — written by hand or drawn from a seed. :class:`FaultyDriver` wraps a driver and,

@@ -2,7 +2,7 @@
 
 A file goes to a temporary sibling, is flushed and fsynced, then renamed over the target with
 ``os.replace`` (atomic on POSIX), and the directory entry is fsynced. A directory is built in a
-hidden sibling and renamed into place only when complete (``../shared/RELIABILITY.md`` R14).
+hidden sibling and renamed into place only when complete (``docs/RELIABILITY.md`` R14).
 """
 
 from __future__ import annotations

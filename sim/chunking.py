@@ -1,6 +1,6 @@
 """Action chunks over a batched env: execute Ta actions of a Tp chunk, keep To observations.
 
-Symbols (``../shared/DESIGN.md``): N envs, To = ``n_obs_steps``, Ta = ``n_action_steps``, and
+Symbols (``docs/DESIGN.md``): N envs, To = ``n_obs_steps``, Ta = ``n_action_steps``, and
 n = min(T, Ta) for a chunk of T actions (T = Tp when it comes straight from a policy).
 
     reset()                      -> obs {key: (N, To, ...)}, info

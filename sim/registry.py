@@ -5,7 +5,7 @@ modules import cheaply: heavy or optional dependencies (robosuite, gym-pusht) ar
 the constructor, so ``robopolicy tasks`` lists every task whether or not its extra is installed,
 and making one without its extra is a clear error naming the ``pip install`` to run.
 
-Every task is a ``gymnasium.Env`` whose observation follows ``../shared/DESIGN.md`` for one
+Every task is a ``gymnasium.Env`` whose observation follows ``docs/DESIGN.md`` for one
 environment (the batch and history axes are added by the vector env and the chunk wrapper):
 
 - ``"state"``: ``(Ds,)`` float32 in raw units;

@@ -6,7 +6,7 @@ robomimic's datasets were: Panda arm, 20 Hz, the ``OSC_POSE`` controller with de
 ``OSC_POSE``), sparse reward, episodes of fixed length (the registry's TimeLimit, 400 steps as for
 robomimic's proficient-human data).
 
-Observation (``../shared/DESIGN.md``, one env, no batch or history axis):
+Observation (``docs/DESIGN.md``, one env, no batch or history axis):
 
 - ``"state"`` ``(Ds,)`` float32: robomimic's low-dim keys ``object``, ``robot0_eef_pos``,
   ``robot0_eef_quat``, ``robot0_gripper_qpos`` concatenated in that order; ``TaskMeta.state_names``

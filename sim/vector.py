@@ -1,6 +1,6 @@
 """N environments stepped as one batch, in worker processes or in this process.
 
-Shapes (``../shared/DESIGN.md`` terms, N environments, one step, no history axis — the chunk
+Shapes (``docs/DESIGN.md`` terms, N environments, one step, no history axis — the chunk
 wrapper in :mod:`sim.chunking` adds it):
 
 - ``obs``: ``{key: (N, ...)}``, e.g. ``"state"`` ``(N, Ds)``, ``"timestamp"`` ``(N,)``;

@@ -1,9 +1,10 @@
-"""Size budgets (``../shared/STYLE.md``, habit 11): files stay under 500 lines, and the RL
+"""Size budgets (``docs/STYLE.md``, habit 11): files stay under 500 lines, and the RL
 algorithms and the trainer read top to bottom in functions of at most 80 lines."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,3 +33,16 @@ def test_no_function_of_the_rl_algorithms_or_the_trainer_is_over_80_lines():
                 if lines > MAX_FUNCTION_LINES:
                     over.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {lines}")
     assert not over, over
+
+
+def test_the_design_documents_cited_by_the_code_are_in_the_repository():
+    """A clone stands alone: code cites ``docs/*.md``, never a folder beside the repository."""
+    cited, outside = set(), []
+    for path in _python_files("robopolicy", "sim", "hardware", "apps", "scripts", "tests"):
+        text = path.read_text(encoding="utf-8")
+        cited.update(re.findall(r"docs/([A-Z]+\.md)", text))
+        if re.search(r"\.\./shared/[A-Z]+\.md", text):
+            outside.append(str(path.relative_to(ROOT)))
+    assert {"DESIGN.md", "RELIABILITY.md"} <= cited
+    assert not outside, outside
+    assert all((ROOT / "docs" / name).is_file() for name in cited), cited

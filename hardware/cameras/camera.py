@@ -1,11 +1,11 @@
 """The camera interface: the newest frame with the time it was sensed, refused when too old.
 
-A camera is a small object (``../shared/STYLE.md`` habit 7): its config says its name and frame
+A camera is a small object (``docs/STYLE.md`` habit 7): its config says its name and frame
 size **without a connection**; ``connect()`` / ``disconnect()`` are idempotent (it is also a
 context manager); ``read()`` returns the newest :class:`Frame` — an ``(H, W, 3)`` uint8 RGB image,
 the time it was sensed on the camera's clock, and its number since connect — and raises
 :class:`StaleFrameError` when that frame is older than ``max_age`` (a frozen camera means hold,
-``../shared/RELIABILITY.md`` R4). Its observation key is ``image.<name>``.
+``docs/RELIABILITY.md`` R4). Its observation key is ``image.<name>``.
 
 Cameras register by decorator and are imported on demand: ``make_camera(config, ...)`` builds the
 camera registered for the config's kind (``"opencv"``, ``"sim"``).

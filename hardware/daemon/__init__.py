@@ -1,5 +1,5 @@
 """The real-robot control daemon (``robopolicy control``): a fixed-rate loop between a policy
-server and an arm that never sends an unsafe command (``../shared/RELIABILITY.md`` R1–R6).
+server and an arm that never sends an unsafe command (``docs/RELIABILITY.md`` R1–R6).
 
 - :mod:`~hardware.daemon.config`: ``ControlConfig``, every knob documented and validated;
 - :mod:`~hardware.daemon.loop`: the loop on an injected clock — read, the safety filter, write,

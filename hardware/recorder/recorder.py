@@ -8,7 +8,7 @@ dropped instead (counted, stored per episode as ``dropped_frames``).
 
 The operator's controls — :meth:`~Recorder.keep`, :meth:`~Recorder.discard`,
 :meth:`~Recorder.rerecord` — end the episode in flight; ``keep`` commits it in one atomic step
-of the store (``../shared/RELIABILITY.md`` R12), numbered right after the last kept one (R13).
+of the store (``docs/RELIABILITY.md`` R12), numbered right after the last kept one (R13).
 A write error mid-episode — a full disk above all (R15) — discards that episode, tells the
 operator through ``notify`` at once, and leaves earlier episodes as they were; the next episode
 starts clean.

@@ -1,7 +1,7 @@
 """What a recording is of — robot, cameras, frame rate — and the checks that guard a resume.
 
 A recording's :class:`RecordingSetup` is stored in the episode store's ``recording`` attribute
-when the store is created. Resuming into an existing store refuses (``../shared/RELIABILITY.md``
+when the store is created. Resuming into an existing store refuses (``docs/RELIABILITY.md``
 R13) when the setup changed or when the episode numbering has a gap, naming what differs.
 """
 

@@ -1,6 +1,6 @@
 """The teleop device interface: what an operator's device says, and the registry of devices.
 
-A device is small (``../shared/STYLE.md`` habit 5): ``connect()`` / ``disconnect()``
+A device is small (``docs/STYLE.md`` habit 5): ``connect()`` / ``disconnect()``
 (idempotent; also a context manager) and ``read() -> DeviceReading``. A reading carries
 
 - ``motion``: one of

@@ -1,4 +1,4 @@
-"""Replay a recorded teleop episode in simulation (``../shared/RELIABILITY.md`` R17).
+"""Replay a recorded teleop episode in simulation (``docs/RELIABILITY.md`` R17).
 
 A frame of a :mod:`hardware.teleop.session` recording holds the state sensed at ``timestamp``
 and the action written in answer to it in the same tick. :func:`replay_episode` gives them to

@@ -33,7 +33,7 @@ The operator's buttons (:class:`~hardware.teleop.device.OperatorEvent`):
 
 An episode still running after ``episode_seconds`` is kept. The session ends once ``episodes``
 were kept, on ``quit``, or on SIGINT / SIGTERM: every committed episode stays, the one in
-flight is discarded (``../shared/RELIABILITY.md`` R12). Recording into an existing store
+flight is discarded (``docs/RELIABILITY.md`` R12). Recording into an existing store
 continues its numbering; the recorder refuses one recorded with another robot, other cameras or
 another fps (R13). A reading the arm, a camera or the device cannot give skips that tick's
 frame (the arm holds its last command when the device fails, unless the policy drives) and

@@ -1,4 +1,4 @@
-"""The fault-injection campaign (``../shared/RELIABILITY.md``): the control daemon, the policy
+"""The fault-injection campaign (``docs/RELIABILITY.md``): the control daemon, the policy
 server and a director as three processes on loopback, every fault class injected in turn, and
 a :class:`~hardware.testing.scorecard.Scorecard` at the end.
 

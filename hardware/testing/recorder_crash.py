@@ -1,4 +1,4 @@
-"""The recorder crash campaign (``../shared/RELIABILITY.md`` R12, R13): a recording process is
+"""The recorder crash campaign (``docs/RELIABILITY.md`` R12, R13): a recording process is
 SIGKILLed at random moments, again and again, each time resuming the same store.
 
     python -m hardware.testing.recorder_crash [--kills 100] [--seed 0] [--json]

@@ -1,4 +1,4 @@
-"""The fault-injection scorecard (``../shared/RELIABILITY.md``): faults injected and survived,
+"""The fault-injection scorecard (``docs/RELIABILITY.md``): faults injected and survived,
 bad inputs tried and rejected, and the harm counts that must read zero."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The training-side view of an episode store: padded windows of observations and actions.
 
 A sample is ``{"obs": {key: (To, ...)}, "action": (Tp, Da)}`` in raw units (normalization lives
-inside the policy, see ``../shared/DESIGN.md``); step ``To - 1`` is "now" (see
+inside the policy, see ``docs/DESIGN.md``); step ``To - 1`` is "now" (see
 :mod:`robopolicy.data.sampler` for the window layout and padding). Indexing with a list or array
 of B window numbers returns the batch ``{"obs": {key: (B, To, ...)}, "action": (B, Tp, Da)}``
 directly, one fancy index per key; :func:`batch_loader` builds a ``DataLoader`` that uses it.

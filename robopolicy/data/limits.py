@@ -1,4 +1,4 @@
-"""How much a dataset may ask us to hold (``../shared/RELIABILITY.md`` R21).
+"""How much a dataset may ask us to hold (``docs/RELIABILITY.md`` R21).
 
 A store's metadata declares its sizes — episode lengths, per-frame shapes and dtypes, chunk
 shapes — and a few hundred compressed bytes can declare gigabytes. Readers check what the

@@ -1,4 +1,4 @@
-"""Paths made from what a dataset says stay inside the dataset (``../shared/RELIABILITY.md`` R18).
+"""Paths made from what a dataset says stay inside the dataset (``docs/RELIABILITY.md`` R18).
 
 Feature names, keys and ``info.json`` path templates come from the input, so every path built
 from them goes through :func:`inside` (or :func:`fill_template`, which also checks the template

@@ -1,6 +1,6 @@
 """Fixed-length windows over episodes, padded at episode edges by repeating the edge frame.
 
-Symbols (as in ``../shared/DESIGN.md``): To observation steps, Tp predicted steps (the window
+Symbols (as in ``docs/DESIGN.md``): To observation steps, Tp predicted steps (the window
 length, ``horizon``), Ta executed steps. A window is Tp consecutive frames of one episode::
 
     step:    0 ........ To-1 ........................ Tp-1

@@ -1,6 +1,6 @@
 """Distillation: a 1-4-step student from a many-step teacher, saved as an ordinary checkpoint.
 
-Shapes (``../shared/DESIGN.md``): B batch, Tp predicted steps, Da action size, k student steps,
+Shapes (``docs/DESIGN.md``): B batch, Tp predicted steps, Da action size, k student steps,
 n teacher solver steps. Everything below is in normalized action units.
 
 **Diffusion: consistency distillation** (Song et al. 2023, "Consistency Models"; Prasad et al.

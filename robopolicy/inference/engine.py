@@ -1,7 +1,7 @@
 """The inference engine: a policy behind ``metadata()`` and ``run(...)``, sampled by its own loop
 or by a chosen sampler on a fast denoiser backend.
 
-Shapes (``../shared/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Da action
+Shapes (``docs/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Da action
 size, Dc conditioning size, k sampler steps.
 
 :class:`InferenceEngine` is what ``robopolicy serve`` serves (the

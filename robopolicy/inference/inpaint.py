@@ -1,6 +1,6 @@
 """Sampling with a fixed prefix: the policy side of real-time chunking (RTC).
 
-Shapes (``../shared/DESIGN.md``): B batch, Tp predicted steps, Da action size, L prefix length
+Shapes (``docs/DESIGN.md``): B batch, Tp predicted steps, Da action size, L prefix length
 (actions of the previous chunk that overlap the new one), F frozen (committed) actions, F <= L.
 
 Black, Galliker and Levine (2025, "Real-Time Execution of Action Chunking Flow Policies") make

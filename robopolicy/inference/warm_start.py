@@ -1,6 +1,6 @@
 """Warm start: begin each chunk from the previous one instead of from pure noise (RTI-DP).
 
-Shapes (``../shared/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Ta executed
+Shapes (``docs/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Ta executed
 steps, Da action size, k sampler steps, m warm steps.
 
 Duan, Yin and Kragic (2025, "Real-time Iteration Scheme for Diffusion Policy") carry the real-

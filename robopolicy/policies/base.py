@@ -1,6 +1,6 @@
 """What every policy is: its config, its interface, its registry, and the one batch check.
 
-Shapes (``../shared/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Ta executed
+Shapes (``docs/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Ta executed
 steps (Ta <= Tp - To + 1), Da action size, K denoising steps.
 
 - ``sample(obs, *, noise=None, steps=None) -> (B, Tp, Da)`` actions in raw units, from

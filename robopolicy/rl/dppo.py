@@ -1,6 +1,6 @@
 """DPPO (Ren et al., 2024): PPO through the denoising chain of a diffusion policy, one file.
 
-Symbols (``../shared/DESIGN.md``): N envs, T decisions per env per iteration (``n_steps``), To
+Symbols (``docs/DESIGN.md``): N envs, T decisions per env per iteration (``n_steps``), To
 observation steps, Tp predicted and Ta executed actions per decision, Da action size, k = ``steps``
 denoising steps of the sampler per decision, K' = ``finetune_steps`` fine-tuned steps (the last K'
 of the k), D = N·T decisions per iteration.

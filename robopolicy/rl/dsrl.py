@@ -8,7 +8,7 @@ learns an actor that picks ``w``; the result is a ``steered`` policy checkpoint
 (:mod:`robopolicy.policies.steered`): the frozen base plus the actor, which ``load_policy`` and
 ``robopolicy eval`` run like any other.
 
-Symbols (``../shared/DESIGN.md``): N envs, To observation steps, Tp predicted and Ta executed
+Symbols (``docs/DESIGN.md``): N envs, To observation steps, Tp predicted and Ta executed
 actions per decision, Da action size, Ds one step's low-dim observation size, F = To·Ds the
 actor's and critics' input (normalized by the base's normalizer), L = Tp·Da the flattened latent,
 b the noise bound, E critics, B the SAC batch, U updates per iteration.

@@ -5,7 +5,7 @@ its follow-up, Yi, Choi et al., 2026, "Flow Policy Gradients for Robot Control" 
 2602.02481). PPO's likelihood ratio, which a flow policy cannot compute, is replaced by a ratio of
 conditional-flow-matching (CFM) losses at fixed (noise, time) pairs.
 
-Symbols (``../shared/DESIGN.md``): N envs, T decisions per env per iteration (``n_steps``), To
+Symbols (``docs/DESIGN.md``): N envs, T decisions per env per iteration (``n_steps``), To
 observation steps, Tp predicted and Ta executed actions per decision, Da action size, M = N·T
 decisions per iteration, S (noise, time) pairs per decision (``n_samples``; the papers' N_mc).
 The flow convention is the policy's (:mod:`robopolicy.policies.flow.model`): ``t = 1`` noise,

@@ -1,6 +1,6 @@
 """Gaussian PPO: the classic baseline on the shared on-policy core, in one file, top to bottom.
 
-Symbols (``../shared/DESIGN.md``): N envs, T decisions per env per iteration (``n_steps``), To
+Symbols (``docs/DESIGN.md``): N envs, T decisions per env per iteration (``n_steps``), To
 observation steps, Tp predicted and Ta executed actions per decision, Da action size. With the
 defaults (To = Tp = Ta = 1) this is cleanrl's ``ppo_continuous_action``; with Ta > 1 one decision
 is one Gaussian over the Ta actions ``[To - 1, To - 1 + Ta)`` of a chunk (all of them, also those

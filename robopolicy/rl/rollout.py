@@ -6,7 +6,7 @@ An algorithm sees environments only through a :class:`RolloutCollector` (and, fo
 later means another factory whose collectors return the same :class:`RolloutBatch` (batches of
 different workers join along the env axis with :func:`concat_envs`), and no algorithm changes.
 
-Symbols (``../shared/DESIGN.md``): N envs, T decisions per env in one batch, To observation
+Symbols (``docs/DESIGN.md``): N envs, T decisions per env in one batch, To observation
 steps, Ta executed steps per decision, n <= Ta env steps recorded per decision, Da action size.
 A *decision* is one call of the policy for every env: it returns a chunk, of which the first
 min(len, Ta) actions run, one environment step each, unless the episode ends first.

@@ -2,7 +2,7 @@
 policies. One registry, one short loop per sampler, the same code on torch tensors and numpy:
 the policies' ``sample()``, DPPO's denoising chain and the inference engine all run these.
 
-Shapes (``../shared/DESIGN.md``): B batch, Tp predicted steps, Da action size, Dc conditioning
+Shapes (``docs/DESIGN.md``): B batch, Tp predicted steps, Da action size, Dc conditioning
 size, k sampler steps, K train timesteps.
 
 A sampler moves a normalized chunk ``x`` (B, Tp, Da) along a descending **grid of levels** from

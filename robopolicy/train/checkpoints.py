@@ -9,7 +9,7 @@
 A checkpoint is built in a hidden sibling directory, every file fsynced, and renamed into place
 (``robopolicy.atomic.staged_directory``); ``latest`` and ``best`` are relative symlinks replaced
 by ``os.replace`` of a fresh link, so each names a complete checkpoint at every instant
-(``../shared/RELIABILITY.md`` R14). Pruning keeps the newest ``keep_last`` checkpoints and the
+(``docs/RELIABILITY.md`` R14). Pruning keeps the newest ``keep_last`` checkpoints and the
 targets of both links, and renames a victim to a hidden name before deleting it, so a half-deleted
 directory never looks like a checkpoint.
 """

@@ -5,7 +5,7 @@ kind of dataset (``detect``), opens a :class:`DatasetReader` over it, and — wh
 can write — writes episodes to a new path (``write``). Converting between any two formats is then
 one loop in :mod:`robopolicy.data.convert`.
 
-Native key names follow ``../shared/DESIGN.md``: ``state``, ``action``, ``timestamp``,
+Native key names follow ``docs/DESIGN.md``: ``state``, ``action``, ``timestamp``,
 ``image.<camera>`` for uint8 (H, W, 3) frames, and any other per-frame arrays by their own name.
 """
 

@@ -1,7 +1,7 @@
 """DiffusionPolicy: Diffusion Policy (Chi et al., 2023), sampled by the registered samplers, with
 DPPO's hooks.
 
-Shapes (``../shared/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Da action
+Shapes (``docs/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Da action
 size, Dc conditioning size, k denoising steps of a sampler (K train timesteps).
 
 The observations (To steps, normalized) are encoded to one conditioning vector (B, Dc); the

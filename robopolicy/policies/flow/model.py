@@ -1,6 +1,6 @@
 """FlowPolicy: conditional flow matching on linear paths over action chunks, and FPO's hook.
 
-Shapes (``../shared/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Da action
+Shapes (``docs/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Da action
 size, Dc conditioning size, N (noise, time) pairs per action for FPO.
 
 Convention (openpi's pi0, the FPO reference code): in normalized action units, a data chunk

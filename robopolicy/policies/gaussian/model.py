@@ -1,6 +1,6 @@
 """A Gaussian MLP policy: the mean from an MLP on the observations, a state-independent std.
 
-Shapes (``../shared/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Ta executed
+Shapes (``docs/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Ta executed
 steps, Da action size. In normalized action units (the policy's
 :class:`~robopolicy.data.normalize.Normalizer`)::
 

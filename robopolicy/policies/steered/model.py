@@ -1,6 +1,6 @@
 """SteeredPolicy: a frozen base policy driven through its initial noise by a latent actor (DSRL).
 
-Shapes (``../shared/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Da action
+Shapes (``docs/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Da action
 size, Ds the low-dim observation size of one step, L = Tp * Da the flattened latent.
 
     x          = normalize(obs[key]) per low-dim key, flattened over To      (B, To * Ds)
