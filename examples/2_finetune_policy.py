@@ -25,25 +25,10 @@ from pathlib import Path
 
 import robopolicy
 import sim
+from robopolicy.rl.dsrl_config import ARM_PUSH
 
 TASK = "arm-push"
-DSRL_ON_ARM_PUSH = [
-    "num_envs=8",
-    "warmup_decisions=800",
-    "utd_ratio=2",
-    "batch_size=128",
-    "actor_lr=1e-3",
-    "critic_lr=1e-3",
-    "init_alpha=0.01",
-    "reward_scale=10",
-    "tau=0.02",
-    "gamma=0.99",
-    "actor.hidden_dims=[64,64,64]",
-    "critic_hidden_dims=[64,64,64]",
-    "log_every=2000",
-    "eval_every=4000",
-    "checkpoint_every=4000",
-]
+DSRL_ON_ARM_PUSH = [*ARM_PUSH, "eval_every=4000", "checkpoint_every=4000"]
 """DSRL's settings for arm-push (why each: robopolicy/rl/dsrl.py)."""
 
 

@@ -26,28 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from robopolicy.atomic import atomic_write_json
+from robopolicy.rl.dsrl_config import ARM_PUSH
 
 log = logging.getLogger(__name__)
 TASK = "arm-push"
 CHECKPOINT_EVERY = 4000
 """Env steps between the stage's checkpoints (and its evaluations, the curve's points)."""
-SETTINGS = (
-    "num_envs=8",
-    "warmup_decisions=800",
-    "utd_ratio=2",
-    "batch_size=128",
-    "actor_lr=1e-3",
-    "critic_lr=1e-3",
-    "init_alpha=0.01",
-    "reward_scale=10",
-    "tau=0.02",
-    "gamma=0.99",
-    "actor.hidden_dims=[64,64,64]",
-    "critic_hidden_dims=[64,64,64]",
-    "log_every=2000",
-    f"eval_every={CHECKPOINT_EVERY}",
-    f"checkpoint_every={CHECKPOINT_EVERY}",
-)
+SETTINGS = (*ARM_PUSH, f"eval_every={CHECKPOINT_EVERY}", f"checkpoint_every={CHECKPOINT_EVERY}")
 """DSRL's ``arm-push`` settings (those of ``tests/rl/test_dsrl.py``'s slow test; the reasons
 are in :mod:`robopolicy.rl.dsrl`); the budget and the evaluation come from the quickstart's
 config, its ``finetune_overrides`` go last."""

@@ -11,6 +11,25 @@ from robopolicy.config import FLAT
 from robopolicy.models.mlp import ACTIVATIONS
 from robopolicy.policies.steered import LatentActorConfig
 
+ARM_PUSH: tuple[str, ...] = (
+    "num_envs=8",
+    "warmup_decisions=800",
+    "utd_ratio=2",
+    "batch_size=128",
+    "actor_lr=1e-3",
+    "critic_lr=1e-3",
+    "init_alpha=0.01",
+    "reward_scale=10",
+    "tau=0.02",
+    "gamma=0.99",
+    "actor.hidden_dims=[64,64,64]",
+    "critic_hidden_dims=[64,64,64]",
+    "log_every=2000",
+)
+"""DSRL's settings for arm-push at the quickstart's size (8 envs, a 64-wide actor and critics,
+rewards scaled by 10), as ``key=value`` overrides: the quickstart's fine-tuning stage,
+``examples/2_finetune_policy.py`` and the tests run these, adding their budget and cadence."""
+
 
 @dataclasses.dataclass
 class DSRLConfig:

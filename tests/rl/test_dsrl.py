@@ -28,6 +28,7 @@ from robopolicy.policies.diffusion import DiffusionConfig, DiffusionPolicy
 from robopolicy.policies.flow import FlowConfig, FlowPolicy
 from robopolicy.policies.steered import LatentActorConfig, SteeredConfig, SteeredPolicy
 from robopolicy.rl.dsrl import DSRLConfig, replay_rows, train
+from robopolicy.rl.dsrl_config import ARM_PUSH
 from robopolicy.rl.offpolicy import QEnsemble, ReplayBuffer
 from robopolicy.rl.rollout import RolloutBatch
 from robopolicy.runlog import read_scalars
@@ -255,23 +256,7 @@ def test_warmup_gaussian_latents_then_bounded_sac_and_a_frozen_base(tmp_path, ki
 
 # -- arm-push: DSRL must help -------------------------------------------------------------------
 
-PUSH_SETTINGS = [
-    "num_envs=8",
-    "warmup_decisions=800",
-    "utd_ratio=2",
-    "batch_size=128",
-    "actor_lr=1e-3",
-    "critic_lr=1e-3",
-    "init_alpha=0.01",
-    "reward_scale=10",
-    "tau=0.02",
-    "gamma=0.99",
-    "actor.hidden_dims=[64,64,64]",
-    "critic_hidden_dims=[64,64,64]",
-    "eval_every=0",
-    "eval_episodes=50",
-    "log_every=2000",
-]
+PUSH_SETTINGS = [*ARM_PUSH, "eval_every=0", "eval_episodes=50"]
 """Sized for CI (:mod:`robopolicy.rl.dsrl` for the reference's settings and these)."""
 
 
