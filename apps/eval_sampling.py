@@ -35,8 +35,8 @@ class SamplingConfig:
     """How ``robopolicy eval`` samples its checkpoint; each field is the flag of its name."""
 
     sampler: str | None = None
-    """A registered sampler of the policy's family: diffusion ``ddpm``, ``ddim`` and, on an
-    engine backend, ``dpmpp``; flow ``euler``, ``midpoint``. None: the policy's own."""
+    """A registered sampler of the policy's family: diffusion ``ddpm``, ``ddim``, ``dpmpp``;
+    flow ``euler``, ``midpoint``. None: the policy's own."""
     steps: int | None = None
     """K, denoising steps per chunk; None: the policy's own."""
     backend: str = "policy"
@@ -134,16 +134,9 @@ def _own_sampling(policy: Any, config: SamplingConfig, device: str) -> Sampling:
     ``robopolicy serve --backend policy``). A policy without a sampler (steered) takes
     ``--steps`` per call from the evaluation."""
     from robopolicy.policies.base import DenoisingPolicy
-    from robopolicy.sampling.samplers import SAMPLERS
 
-    try:
+    with flag("--sampler"):
         policy.set_sampler(config.sampler)
-    except ValueError as exc:
-        spec = SAMPLERS.get(config.sampler or "")
-        hint = ""
-        if spec is not None and spec.family == type(policy).type_name:
-            hint = f" ({spec.name} runs on the inference engine: add --backend torch)"
-        raise RobopolicyError(f"--sampler: {exc}{hint}") from None
     sampled = isinstance(policy, DenoisingPolicy)
     if sampled:
         with flag("--steps"):

@@ -28,7 +28,7 @@ from robopolicy.errors import RobopolicyError
         arg(
             "--sampler",
             default=None,
-            help="ddpm, ddim, dpmpp (dpmpp: engine backends only) for diffusion; euler, "
+            help="ddpm, ddim, dpmpp for diffusion; euler, "
             "midpoint for flow (default: the policy's)",
         ),
         arg("--steps", type=int, default=None, metavar="K", help="denoising steps (the policy's)"),

@@ -12,8 +12,8 @@ server's overhead), both on ``--threads`` threads and never at the same time. Ba
 serve``): with DDPM over all 100 steps it is the plain many-step baseline. The others are
 :class:`robopolicy.inference.engine.InferenceEngine` backends (``onnx``: the exported denoiser
 in ONNX Runtime; ``torch``: eager with the engine's loop; ``cuda-graph``: captured CUDA
-graphs, with ``--device cuda``), served by ``robopolicy serve --backend``; only they have
-``dpmpp``. ``--device`` is where the policy runs, in-process and in the server. Then requests
+graphs, with ``--device cuda``), served by ``robopolicy serve --backend``.
+``--device`` is where the policy runs, in-process and in the server. Then requests
 per second with 1, 4 and 16 concurrent clients (threads, one connection each) at
 :data:`THROUGHPUT` steps, without and with batching (``--max-batch 16``), and ``health``
 latency while a client keeps inference busy. A table goes to stdout, or one JSON document with
@@ -72,7 +72,6 @@ SAMPLERS = {  # policy class -> (sampler, step counts); the first entry is the b
     DiffusionPolicy: [("ddpm", (100,)), ("ddim", (16, 8, 4, 1)), ("dpmpp", (8, 4, 2))],
     FlowPolicy: [("euler", (100, 16, 8, 4, 1)), ("midpoint", (4,))],
 }
-OWN_SAMPLERS = ("ddpm", "ddim", "euler", "midpoint")  # what the policy backend can run
 THROUGHPUT = {DiffusionPolicy: ("ddim", 8), FlowPolicy: ("euler", 8)}
 CLIENTS = (1, 4, 16)
 
@@ -164,8 +163,6 @@ def bench(name: str, args: argparse.Namespace, workdir: Path) -> list[dict[str, 
     rows: list[dict[str, Any]] = []
     for backend in args.backends:
         for sampler, step_counts in SAMPLERS[type(policy)]:
-            if backend == "policy" and sampler not in OWN_SAMPLERS:
-                continue
             base = {"policy": name, "params": params, "backend": backend, "sampler": sampler}
             sample = local_sampler(policy, backend, sampler, args.threads)
             for steps in step_counts:

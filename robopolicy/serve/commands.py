@@ -98,7 +98,7 @@ class SlowEngine(Engine):
             default=None,
             help="cpu, cuda or auto (cuda when present; default: cuda for cuda-graph, else cpu)",
         ),
-        arg("--sampler", default=None, help="ddpm, ddim, dpmpp (engine only); euler, midpoint"),
+        arg("--sampler", default=None, help="ddpm, ddim, dpmpp; euler, midpoint"),
         arg("--steps", type=int, default=None, help="denoising steps per sample"),
         arg("--fps", type=float, default=None, help="control rate, when the card lacks it"),
         arg("--delay-ms", type=float, default=0.0, help="fault injection: sleep per inference"),
