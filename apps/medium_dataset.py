@@ -205,14 +205,15 @@ def rollout(env: Any, policy: Policy, seed: int) -> dict[str, np.ndarray]:
 
 def _open_store(path: Path, env: Any, identity: dict[str, Any]) -> EpisodeStore:
     """A new store for this run, or the existing one after checking it was made the same way."""
+    from sim.collect import write_features
+
     meta = env.unwrapped.task_meta
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         store = EpisodeStore.create(path, fps=meta.fps, attrs={"tasks": [identity["task"]]})
         store.set_attrs(
             medium_identity=identity, source="robopolicy medium (Gaussian PPO, stochastic)"
         )
-        store.set_feature("state", names=list(meta.state_names), units=env.unwrapped.state_units)
-        store.set_feature("action", names=list(meta.action_names), units=meta.action_units)
+        write_features(store, env)
         store.set_feature("reward", units="gymnasium v5 reward of the step from this frame")
         store.set_feature("timestamp", units="s (simulated time since reset)")
         return store

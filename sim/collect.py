@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from robopolicy.data.features import Source
+from robopolicy.data.formats.base import IMAGE_PREFIX
 from robopolicy.data.store import EpisodeStore
 from robopolicy.errors import DataError, RobopolicyError
 
@@ -188,6 +190,26 @@ def rollout(env: Any, expert: Any, seed: int) -> tuple[dict[str, np.ndarray], bo
     return frames, bool(info["is_success"]), float(info["score"])
 
 
+def write_features(store: EpisodeStore, env: Any) -> None:
+    """Record what ``env``'s task says of its keys in ``store``: the names, units and sources of
+    ``state`` and ``action``, and each camera key's camera."""
+    meta = env.unwrapped.task_meta
+    state_units = env.unwrapped.state_units
+    store.set_feature(
+        "state", names=list(meta.state_names), units=state_units, sources=meta.state_sources
+    )
+    store.set_feature(
+        "action",
+        names=list(meta.action_names),
+        units=meta.action_units,
+        sources=meta.action_sources,
+    )
+    for key in env.observation_space.spaces:
+        if key.startswith(IMAGE_PREFIX):
+            camera = Source("camera", name=key.removeprefix(IMAGE_PREFIX))
+            store.set_feature(key, units="RGB 0..255", sources=[camera])
+
+
 def _open_store(config: CollectConfig, env: Any, fps: float) -> EpisodeStore:
     """A new store set up for this run, or the existing one after checking it matches."""
     identity = config.identity(fps)
@@ -195,10 +217,8 @@ def _open_store(config: CollectConfig, env: Any, fps: float) -> EpisodeStore:
     out = config.out
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         store = EpisodeStore.create(out, fps=fps, attrs={"tasks": [config.task]})
-        meta = env.unwrapped.task_meta
         store.set_attrs(collect=identity, source=f"robopolicy collect ({config.expert} expert)")
-        store.set_feature("state", names=list(meta.state_names), units=env.unwrapped.state_units)
-        store.set_feature("action", names=list(meta.action_names), units=meta.action_units)
+        write_features(store, env)
         store.set_feature("timestamp", units="s (simulated time since reset)")
         return store
     store = EpisodeStore.open(out, mode="a")

@@ -26,6 +26,7 @@ import pkgutil
 from collections.abc import Callable
 from typing import Any
 
+from robopolicy.data.features import ACTION_SOURCES, OBSERVATION_SOURCES, Source, check_sources
 from robopolicy.errors import RobopolicyError
 
 
@@ -47,12 +48,20 @@ class TaskMeta:
     """Control frequency: env steps per second of simulated time."""
     cameras: tuple[str, ...] = ()
     """Cameras that ``image.<camera>`` observations may come from."""
+    state_sources: tuple[Source, ...] = (Source("task_state"),)
+    """What produces ``obs["state"]``, in order (:mod:`robopolicy.data.features`): the arm's
+    joints, its end effector, a scene object; by default what only the simulator computes."""
+    action_sources: tuple[Source, ...] = (Source("task_action"),)
+    """What the action commands, in order: joint or end-effector targets, the gripper; by
+    default an action only the task's simulator takes."""
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
         if not self.state_names or not self.action_names:
             raise ValueError("state_names and action_names must not be empty")
+        check_sources(self.state_sources, len(self.state_names), OBSERVATION_SOURCES)
+        check_sources(self.action_sources, len(self.action_names), ACTION_SOURCES)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from hardware.cameras.camera import Camera
-from hardware.driver import Driver
+from hardware.driver import Driver, JointSpec
 from robopolicy.atomic import staged_directory
+from robopolicy.data.features import Source
 from robopolicy.data.store import EpisodeStore
 from robopolicy.errors import DataError, RobopolicyError
 
@@ -65,6 +66,10 @@ class RecordingSetup:
     """Recorded cameras (may be empty)."""
     fps: float
     """Recording rate, frames per second."""
+    features: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict, compare=False)
+    """Key -> its names, units and sources (:meth:`EpisodeStore.set_feature`), written when the
+    store is created; what the policies trained on it will say they observe and command. Not a
+    part of what a resume checks."""
 
     def __post_init__(self) -> None:
         if not self.robot:
@@ -83,7 +88,8 @@ class RecordingSetup:
     def of(cls, driver: Driver, cameras: Sequence[Camera], fps: float) -> RecordingSetup:
         """The setup of recording ``driver`` (by its registered name) with ``cameras``."""
         infos = tuple(CameraInfo(c.name, c.config.height, c.config.width) for c in cameras)
-        return cls(driver.name or type(driver).__name__, driver.spec.names, infos, fps)
+        name = driver.name or type(driver).__name__
+        return cls(name, driver.spec.names, infos, fps, features=_features(driver.spec, infos))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +103,32 @@ class RecordingSetup:
     def from_json(cls, data: dict[str, Any]) -> RecordingSetup:
         cameras = tuple(CameraInfo(n, int(h), int(w)) for n, (h, w) in data["cameras"].items())
         return cls(str(data["robot"]), tuple(data["joints"]), cameras, float(data["fps"]))
+
+
+def _features(spec: JointSpec, cameras: Sequence[CameraInfo]) -> dict[str, dict[str, Any]]:
+    """The names, units and sources of what a session records: ``state`` (the joint positions,
+    then the gripper), ``action`` (the joint targets, then the gripper command), ``velocity``
+    and each camera."""
+    joints = [Source("joint_state", size=spec.dof)]
+    targets = [Source("joint_target", size=spec.dof)]
+    names, units = list(spec.names), spec.units
+    if spec.gripper is not None:
+        joints.append(Source("gripper", size=1))
+        targets.append(Source("gripper", size=1))
+        names.append("gripper")
+        units = f"{units}; gripper {spec.gripper_units}"
+    features: dict[str, dict[str, Any]] = {
+        "state": {"names": names, "units": f"joint positions in {units}", "sources": joints},
+        "action": {"names": names, "units": f"joint targets in {units}", "sources": targets},
+        "velocity": {
+            "names": list(spec.names),
+            "units": f"{spec.units}/s",
+            "sources": [Source("joint_state")],
+        },
+    }
+    for camera in cameras:
+        features[camera.key] = {"units": "RGB 0..255", "sources": [Source("camera", camera.name)]}
+    return features
 
 
 def setup_changes(old: RecordingSetup, new: RecordingSetup) -> list[str]:
@@ -158,7 +190,9 @@ def open_recording(path: Path, setup: RecordingSetup, *, task: str | None = None
             attrs: dict[str, Any] = {SETUP_ATTR: setup.to_json(), "source": "robopolicy teleop"}
             if task is not None:
                 attrs["tasks"] = [task]
-            EpisodeStore.create(staging, fps=setup.fps, attrs=attrs)
+            store = EpisodeStore.create(staging, fps=setup.fps, attrs=attrs)
+            for key, feature in setup.features.items():
+                store.set_feature(key, **feature)
     try:
         store = EpisodeStore.open(path, mode="a")
     except DataError as exc:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from robopolicy.data.features import FeatureInfo
 from robopolicy.data.normalize import DEFAULT_EPS, Normalizer
 from robopolicy.data.sampler import WindowIndex, gather, make_windows
 from robopolicy.data.split import EpisodeSplit, split_episodes
@@ -136,6 +137,13 @@ class SequenceDataset(Dataset):
         self.arrays[config.action_key] = self.arrays[config.action_key].reshape(store.n_frames, -1)
         for key in config.image_keys:
             self.arrays[key] = _load_images(store, key)
+        self.fps = store.fps
+        """Frames per second the store was recorded at (None: it does not say)."""
+        self.features = {
+            key: _describe(store, key, derived)
+            for key in (*config.obs_keys, *config.image_keys, config.action_key)
+        }
+        """Key -> the names, units and sources the store records for it."""
 
     def _windows(self, mask: np.ndarray) -> WindowIndex:
         c = self.config
@@ -230,6 +238,20 @@ def _derive(store: EpisodeStore, key: str, source: str, part: slice) -> np.ndarr
             key=key,
         )
     return out
+
+
+def _describe(
+    store: EpisodeStore, key: str, derived: Mapping[str, tuple[str, slice]]
+) -> FeatureInfo:
+    """What ``store`` records of ``key``; of a derived key, its part of its source's record
+    (nothing for a source of more than one axis)."""
+    if key in store.keys or key not in derived:
+        return store.feature(key)
+    source, part = derived[key]
+    shape = store.spec(source).shape
+    if len(shape) != 1:
+        return FeatureInfo(None, None, None)
+    return store.feature(source).sliced(part, shape[0])
 
 
 def _load_lowdim(store: EpisodeStore, key: str) -> np.ndarray:

@@ -86,7 +86,8 @@ def dataset_info(path: str | Path, *, quiet: bool = False) -> dict[str, Any]:
             keys[key].update(acc.result())
         for key, feature in reader.info.features.items():
             if key in keys:
-                keys[key].update({k: v for k, v in feature.items() if k in ("names", "units")})
+                described = {k: v for k, v in feature.items() if k in ("names", "units", "sources")}
+                keys[key].update(described)
         return {
             "path": str(path),
             "format": fmt.name,

@@ -2,7 +2,7 @@
 
 Layout (zarr format 2, so diffusion_policy's ``ReplayBuffer`` reads it as it is)::
 
-    <root>/.zattrs                 fps, features (names, units), tasks, source, store version
+    <root>/.zattrs                 fps, features (names, units, sources), tasks, source, version
     <root>/data/<key>              (T_total, *shape) arrays, episodes concatenated over time
     <root>/meta/episode_ends       (E,) int64 cumulative end index of each episode
     <root>/meta/<name>             (E,) optional per-episode values (e.g. task_index)
@@ -28,15 +28,17 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
+from robopolicy.config import ConfigError, from_dict
 from robopolicy.data import store_checks as checks
 from robopolicy.data.array_spec import ArraySpec, is_image_shape
+from robopolicy.data.features import FeatureInfo, Source, as_json
 from robopolicy.data.limits import check_episodes, read_limits
 from robopolicy.data.paths import check_name
 from robopolicy.data.validate import check_episode
@@ -272,17 +274,37 @@ class EpisodeStore:
         self._group.attrs.update(values)
 
     def set_feature(
-        self, key: str, *, names: list[str] | None = None, units: str | None = None
+        self,
+        key: str,
+        *,
+        names: list[str] | None = None,
+        units: str | None = None,
+        sources: Sequence[Source | Mapping[str, Any]] | None = None,
     ) -> None:
-        """Record a key's per-dimension names and units in the ``features`` attribute."""
+        """Record a key's per-value names, units and sources in the ``features`` attribute
+        (:mod:`robopolicy.data.features`; sources as :class:`Source` or as stored)."""
         features = dict(self._group.attrs.get("features", {}))
         entry = dict(features.get(key, {}))
         if names is not None:
             entry["names"] = list(names)
         if units is not None:
             entry["units"] = units
+        if sources is not None:
+            try:
+                typed = [s if isinstance(s, Source) else from_dict(Source, s) for s in sources]
+            except ConfigError as exc:
+                raise DataError(self.path, str(exc), key=f"features.{key}") from None
+            entry["sources"] = as_json(typed)
         features[key] = entry
         self.set_attrs(features=features)
+
+    def feature(self, key: str) -> FeatureInfo:
+        """What the store records of ``key``: names, units, sources (None where it does not
+        say); a DataError naming the key when its sources do not fit its frames."""
+        features = self._group.attrs.get("features")
+        entry = features.get(key) if isinstance(features, Mapping) else None
+        size = math.prod(self.spec(key).shape)
+        return FeatureInfo.parse(entry, size=size, where=self.path, key=key)
 
     # ------------------------------------------------------------------ reading
 

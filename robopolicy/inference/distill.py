@@ -25,9 +25,9 @@ queried on its own grid ``t_i = 1 - i/k``, so it needs no step-size input: its v
 t_{i+1}]`` (the teacher's fine midpoint steps composed), at the states ``x_{t_i}`` of the
 teacher's own trajectory from noise. Flow ODEs are nearly straight, so this is the natural fit.
 
-The student starts from the teacher's weights and keeps its normalizer, observation window and
-networks; ``load_policy`` and ``robopolicy eval`` treat it like any checkpoint, and its config
-says its step count.
+The student starts from the teacher's weights and keeps its normalizer, interface, observation
+window and networks; ``load_policy`` and ``robopolicy eval`` treat it like any checkpoint, and its
+config says its step count.
 """
 
 from __future__ import annotations
@@ -102,12 +102,14 @@ def _flow_student(c: Any, steps: int) -> Any:
 
 
 def make_student(teacher: Policy, steps: int) -> Policy:
-    """A student policy of the teacher's type for ``steps`` steps, initialized from it."""
+    """A student policy of the teacher's type for ``steps`` steps, initialized from it (its
+    weights, normalizer and interface)."""
     recipe = recipe_of(teacher)
     student = type(teacher)(
         recipe.student(teacher.config, steps), copy.deepcopy(teacher.normalizer)
     )
     student.load_state_dict(teacher.state_dict())
+    student.interface = teacher.interface
     return student.to(teacher.device)
 
 

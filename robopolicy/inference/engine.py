@@ -41,8 +41,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from robopolicy.config import to_dict
 from robopolicy.inference.backends import POLICY, RESERVED, Net, choose_backend, get_backend
 from robopolicy.policies.base import DenoisingPolicy, EtaConfig, Policy
+from robopolicy.policies.interface import Interface
 from robopolicy.sampling.processes import DiffusionProcess, Process
 from robopolicy.sampling.samplers import Array, Hook, SamplerSpec, get_sampler
 
@@ -105,7 +107,9 @@ class InferenceEngine:
     ) -> None:
         self.engine_config = config = config or EngineConfig()
         self.policy = policy.eval()
-        self.fps, self.name = fps, name
+        self.interface = _with_fps(policy.interface, fps)
+        """The policy's interface, with ``fps`` where the policy's does not record one."""
+        self.fps, self.name = self.interface.fps, name
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         self.device = policy.device
@@ -166,10 +170,9 @@ class InferenceEngine:
         device: str = "cpu",
         fps: float | None = None,
     ) -> InferenceEngine:
-        """Load checkpoint ``path``; its ``card.json`` may give ``fps``."""
-        from robopolicy.policies.checkpoint import load_policy, read_card
+        """Load checkpoint ``path``; ``fps`` where its interface records none."""
+        from robopolicy.policies.checkpoint import load_policy
 
-        fps = fps or read_card(path).get("fps")
         return cls(load_policy(path, device=device), config, fps=fps, name=Path(path).name)
 
     # ------------------------------------------------------------------ building blocks
@@ -321,7 +324,8 @@ class InferenceEngine:
             "n_action_steps": c.n_action_steps,
             "action_dim": c.action_dim,
             "obs": obs,
-            "fps": None if self.fps is None else float(self.fps),
+            "fps": self.fps,
+            "interface": to_dict(self.interface),
             "sampler": self.sampler,
             "steps": self.steps,
             "max_steps": self.process.num_train_timesteps if diffusion else MAX_FLOW_STEPS,
@@ -354,6 +358,18 @@ class InferenceEngine:
         with torch.inference_mode():
             actions = sample_with_prefix(self, obs, prefix, frozen=frozen, noise=noise, steps=steps)
             return actions.cpu().numpy().astype(np.float32)
+
+
+def _with_fps(interface: Interface, fps: float | None) -> Interface:
+    """``interface`` run at ``fps``: it fills an unrecorded rate; a ValueError where it
+    contradicts the recorded one (a policy acts at the rate of its data)."""
+    if fps is None:
+        return interface
+    if interface.fps is not None and not math.isclose(fps, interface.fps):
+        raise ValueError(
+            f"fps {fps:g} differs from the {interface.fps:g} the policy's data was recorded at"
+        )
+    return dataclasses.replace(interface, fps=float(fps))
 
 
 def load_for_inference(

@@ -35,8 +35,9 @@ class Engine(Protocol):
     def metadata(self) -> dict[str, Any]:
         """The policy and how it samples: ``name``, ``policy_type``, ``n_obs_steps``, ``horizon``,
         ``n_action_steps``, ``action_dim``, ``obs`` (key -> ``shape``, ``dtype``), ``fps``,
-        ``sampler``, ``steps``, ``max_steps`` (and ``backend``); the server's ``metadata`` reply
-        adds the protocol version and :attr:`inpaint`."""
+        ``interface`` (the checkpoint's, :class:`~robopolicy.policies.interface.Interface` as
+        JSON), ``sampler``, ``steps``, ``max_steps`` (and ``backend``); the server's
+        ``metadata`` reply adds the protocol version and :attr:`inpaint`."""
         ...
 
     def run(

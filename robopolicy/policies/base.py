@@ -1,4 +1,4 @@
-"""What every policy is: its config, its interface, its registry, and the one batch check.
+"""What every policy is: its config, its methods, its registry, and the one batch check.
 
 Shapes (``docs/DESIGN.md``): B batch, To observation steps, Tp predicted steps, Ta executed
 steps (Ta <= Tp - To + 1), Da action size, K denoising steps.
@@ -17,7 +17,9 @@ A policy that denoises (diffusion, flow) is also a :class:`DenoisingPolicy` (wit
 (:mod:`robopolicy.inference.engine`) and checks for them with ``isinstance``.
 
 Normalization lives inside the policy: its :class:`~robopolicy.data.normalize.Normalizer` is
-fitted on the training data and travels in the checkpoint.
+fitted on the training data and travels in the checkpoint. So does its ``interface``
+(:class:`~robopolicy.policies.interface.Interface`): what it observes and does, in what units,
+from which sources, at what fps.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from torch import Tensor, nn
 
 from robopolicy.data.normalize import Normalizer
 from robopolicy.errors import RobopolicyError
+from robopolicy.policies.interface import Interface
 
 if TYPE_CHECKING:
     from robopolicy.models.denoisers import Denoiser
@@ -149,6 +152,23 @@ class Policy(nn.Module):
             raise BatchError(f"normalizer has no statistics for {sorted(missing)}")
         self.config = config
         self.normalizer = normalizer
+        self._interface: Interface | None = None
+
+    @property
+    def interface(self) -> Interface:
+        """What the policy observes and does, with units, sources and fps (``docs/DESIGN.md``,
+        "Checkpoint"): as built from data or loaded with the checkpoint; else what the config
+        alone tells (sources unknown)."""
+        if self._interface is None:
+            return Interface.from_config(self.config)
+        return self._interface
+
+    @interface.setter
+    def interface(self, interface: Interface) -> None:
+        """Describe the policy by ``interface``; a ValueError where it disagrees with the
+        config."""
+        interface.check_fits(self.config)
+        self._interface = interface
 
     def sample(self, obs: Obs, *, noise: Tensor | None = None, steps: int | None = None) -> Tensor:
         """(B, Tp, Da) actions in raw units; deterministic when ``noise`` is given."""

@@ -1,8 +1,8 @@
 """Building policies: networks from a config, conditioning from observations, a policy from data.
 
 - :func:`make_policy` is the trainer's one call: it reads the per-frame shapes from a
-  :class:`~robopolicy.data.dataset.SequenceDataset`, fits the normalizer on its frames and builds
-  the registered policy class of the config.
+  :class:`~robopolicy.data.dataset.SequenceDataset`, fits the normalizer on its frames, builds
+  the registered policy class of the config and describes its interface from the store.
 - :func:`build_networks` and :func:`encode_observation` are what every denoising policy shares:
   an :class:`~robopolicy.models.encoders.ObsEncoder` and a denoiser sized from the config, and
   ``obs -> (B, Dc)`` (low-dim keys normalized and concatenated per step; images go to the
@@ -22,9 +22,11 @@ import robopolicy.models.mlp
 import robopolicy.models.transformer
 import robopolicy.models.unet1d  # noqa: F401  (each network registers its config)
 from robopolicy.data.normalize import Normalizer
+from robopolicy.errors import DataError
 from robopolicy.models.denoisers import Denoiser, DenoiserConfig, build_denoiser
 from robopolicy.models.encoders import ObsEncoder, ObsEncoderConfig
 from robopolicy.policies.base import POLICIES, Policy, PolicyConfig, load_policy_types
+from robopolicy.policies.interface import Interface
 
 if TYPE_CHECKING:
     from robopolicy.data.dataset import SequenceDataset
@@ -55,10 +57,18 @@ def make_policy(config: PolicyConfig, dataset: SequenceDataset) -> Policy:
     arrays = dict(dataset.arrays)
     arrays["action"] = dataset.arrays[data.action_key]
     normalizer = Normalizer.fit(arrays, config.normalizer_modes(), source=dataset.path)
+    features = {key: dataset.features[key] for key in (*data.obs_keys, *data.image_keys)}
+    features["action"] = dataset.features[data.action_key]
+    try:
+        interface = Interface.from_data(config, fps=dataset.fps, features=features)
+    except ValueError as exc:  # the store's sources or shapes
+        raise DataError(dataset.path, f"cannot describe the policy's interface: {exc}") from None
     load_policy_types()
     for name, cls in PolicyConfig.variants.items():
         if type(config) is cls:
-            return POLICIES[name](config, normalizer)
+            policy = POLICIES[name](config, normalizer)
+            policy.interface = interface
+            return policy
     raise ValueError(f"{type(config).__name__} is not a registered policy config")
 
 

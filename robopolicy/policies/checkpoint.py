@@ -1,18 +1,28 @@
 """Policy checkpoints: a directory that any process can load without the training code.
 
-    <dir>/config.json             {"format": "robopolicy.policy", "version": 3, "policy": {...}}
+    <dir>/config.json             {"format": "robopolicy.policy", "version": 4, "policy": {...}}
+    <dir>/interface.json          what the policy observes and does: features with units and
+                                  sources, the action, fps, To/Tp/Ta (policies/interface.py)
     <dir>/model.safetensors       the policy's weights (EMA weights when training kept them)
     <dir>/normalizer.safetensors  normalizer statistics, and normalizer.json its modes
     <dir>/card.json               what data, what task, which command made it, metrics
 
 The directory is built beside its final name and renamed into place, so a checkpoint is either
 complete or absent. ``version`` grows when the layout changes; :data:`MIGRATIONS` brings an
-older ``config.json`` up to date, so checkpoints made by older commits keep loading. Never
+older ``config.json`` up to date, so checkpoints made by older commits keep loading. A
+checkpoint older than version 4 has no ``interface.json``: its interface is what its config
+tells (shapes, To/Tp/Ta; sources unknown), with the fps of its card where that gives one. Never
 pickle: weights are safetensors, everything else JSON.
 
-Loading trusts nothing in the directory: a malformed ``config.json`` is a DataError naming the
-file and field, and the policy is first built on PyTorch's ``meta`` device (no memory) and
-compared tensor by tensor with the shapes in the safetensors header, so a config whose sizes
+The interface is a file of its own, not a part of ``config.json``: ``config.json`` holds the
+arguments that build the policy, the interface is the policy's contract with the world — the
+server publishes it and the control daemon reads it without building anything — and it has its
+own bounds and errors.
+
+Loading trusts nothing in the directory: a malformed ``config.json`` or ``interface.json`` is a
+DataError naming the file and field (an interface must also agree with the config: the same
+keys, shapes and window), and the policy is first built on PyTorch's ``meta`` device (no memory)
+and compared tensor by tensor with the shapes in the safetensors header, so a config whose sizes
 disagree with its weights — or would need gigabytes — is refused before anything is allocated.
 """
 
@@ -33,16 +43,20 @@ from robopolicy.config import ConfigError, from_dict, to_dict
 from robopolicy.data.normalize import Normalizer
 from robopolicy.errors import DataError
 from robopolicy.policies.base import POLICIES, Policy, PolicyConfig, load_policy_types
+from robopolicy.policies.interface import MAX_FPS, Interface
 
 FORMAT = "robopolicy.policy"
-VERSION = 3
+VERSION = 4
 CONFIG_FILE = "config.json"
+INTERFACE_FILE = "interface.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 MAX_CONFIG_BYTES = 1 << 18
 """Largest ``config.json`` read (ours are a few KB); it bounds the layer lists it may hold."""
 MAX_CARD_BYTES = 1 << 24
 """Largest ``card.json`` read."""
+MAX_INTERFACE_BYTES = 1 << 20
+"""Largest ``interface.json`` read (ours are a few KB; a feature's names make it grow)."""
 MAX_UNSAVED_BYTES = 1 << 30
 """Largest total of the tensors a policy builds that its weights file does not hold (noise
 schedule tables, pixel statistics): they are sized by the config alone."""
@@ -67,9 +81,16 @@ def _steps_renamed(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def _interface_added(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 -> 4: checkpoints gained ``interface.json``; ``config.json`` is unchanged (an
+    older checkpoint's interface is derived from its config and card: :func:`_read_interface`)."""
+    return document
+
+
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _flow_unclipped,
     2: _steps_renamed,
+    3: _interface_added,
 }
 """version -> function turning that version's config.json document into version + 1's."""
 
@@ -84,6 +105,7 @@ def save_policy(
             staging / CONFIG_FILE,
             {"format": FORMAT, "version": VERSION, "policy": to_dict(policy.config)},
         )
+        atomic_write_json(staging / INTERFACE_FILE, to_dict(policy.interface))
         weights = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
         save_file(weights, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
         policy.normalizer.save(staging)
@@ -93,7 +115,12 @@ def save_policy(
 
 def read_policy_config(path: str | Path) -> PolicyConfig:
     """The policy config of checkpoint ``path``, migrated to the current version."""
-    path = Path(path)
+    return _read_config(Path(path))[0]
+
+
+def _read_config(path: Path) -> tuple[PolicyConfig, int]:
+    """The policy config of checkpoint ``path`` migrated to the current version, and the
+    version it was saved at."""
     file = path / CONFIG_FILE
     if not file.is_file():
         raise DataError(path, f"not a policy checkpoint (no {CONFIG_FILE})")
@@ -110,19 +137,57 @@ def read_policy_config(path: str | Path) -> PolicyConfig:
     if not isinstance(document.get("policy"), dict):
         raise DataError(file, "missing, or not a JSON object", key="policy")
     load_policy_types()
+    saved = version
     try:
         while version < VERSION:
             document = MIGRATIONS[version](document)
             version += 1
-        return from_dict(PolicyConfig, document["policy"], where="policy.")
+        return from_dict(PolicyConfig, document["policy"], where="policy."), saved
     except (ConfigError, AttributeError, TypeError, ValueError) as exc:  # ill-typed fields
         raise DataError(file, str(exc) or type(exc).__name__, key="policy") from exc
 
 
+def _read_interface(
+    path: Path, config: PolicyConfig, version: int, card: dict[str, Any]
+) -> Interface:
+    """The interface of checkpoint ``path`` (saved at ``version``) whose policy has ``config``:
+    its ``interface.json``, checked against the config; before version 4, what the config and
+    the ``fps`` of its ``card`` tell."""
+    file = path / INTERFACE_FILE
+    if version < 4:
+        return Interface.from_config(config, fps=_card_fps(path, card))
+    if not file.is_file():
+        raise DataError(path, f"a version-{version} checkpoint without {INTERFACE_FILE}")
+    document = _read_json(file, MAX_INTERFACE_BYTES, "an interface")
+    try:
+        interface = from_dict(Interface, document, where="")
+    except ConfigError as exc:
+        raise DataError(file, str(exc)) from None
+    try:
+        interface.check_fits(config)
+    except ValueError as exc:
+        raise DataError(file, f"disagrees with {CONFIG_FILE}: {exc}") from None
+    return interface
+
+
+def _card_fps(path: Path, card: dict[str, Any]) -> float | None:
+    """The ``fps`` an older checkpoint's ``card`` gives (None when it gives none)."""
+    fps = card.get("fps")
+    if fps is None:
+        return None
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= MAX_FPS:
+        raise DataError(
+            path / CARD_FILE, f"expected a number in (0, {MAX_FPS:g}], got {fps!r}", key="fps"
+        )
+    return float(fps)
+
+
 def load_policy(path: str | Path, *, device: str | torch.device = "cpu") -> Policy:
-    """Load the policy saved at ``path``, ready to ``sample`` (eval mode) on ``device``."""
+    """Load the policy saved at ``path``, ready to ``sample`` (eval mode) on ``device``. The
+    card is read too (an older checkpoint's fps is there), so a damaged one is refused."""
     path = Path(path)
-    config = read_policy_config(path)
+    config, version = _read_config(path)
+    card = read_card(path)
     normalizer = Normalizer.load(path)
     cls = POLICIES[_type_of(config)]
     file = path / WEIGHTS_FILE
@@ -139,6 +204,7 @@ def load_policy(path: str | Path, *, device: str | torch.device = "cpu") -> Poli
     except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
         raise DataError(file, f"unreadable weights ({exc})") from exc
     policy.load_state_dict(weights, strict=True)
+    policy.interface = _read_interface(path, config, version, card)
     return policy.to(device).eval()
 
 

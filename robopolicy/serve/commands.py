@@ -100,7 +100,7 @@ class SlowEngine(Engine):
         ),
         arg("--sampler", default=None, help="ddpm, ddim, dpmpp; euler, midpoint"),
         arg("--steps", type=int, default=None, help="denoising steps per sample"),
-        arg("--fps", type=float, default=None, help="control rate, when the card lacks it"),
+        arg("--fps", type=float, default=None, help="control rate, where the checkpoint has none"),
         arg("--delay-ms", type=float, default=0.0, help="fault injection: sleep per inference"),
     ),
 )

@@ -1,8 +1,8 @@
 """The base of the built-in arm tasks: one MuJoCo scene with arm6, stepped at 10 Hz.
 
-A task subclass names its scene, config class, state and action names, and fills five hooks
-(``_ee_bounds``, ``_reset_task``, ``_task_state``, ``_evaluate``, ``_ee_command``); this class
-does the rest of the gymnasium API.
+A task subclass names its scene, config class, state and action names and their sources, and
+fills five hooks (``_ee_bounds``, ``_reset_task``, ``_task_state``, ``_evaluate``,
+``_ee_command``); this class does the rest of the gymnasium API.
 
 Actions (``action_mode``):
 
@@ -31,6 +31,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from robopolicy.data.features import Source
 from sim.arm import ASSETS, JOINTS, Arm, IKConfig, tool_down
 from sim.gl import make_renderer, require_rendering
 from sim.registry import TaskError, TaskMeta
@@ -113,6 +114,10 @@ class ArmTaskEnv(gym.Env):
     """Names of the ee-mode action dimensions."""
     ee_action_units: ClassVar[str]
     """Units of the ee-mode action, in words."""
+    task_state_sources: ClassVar[tuple[Source, ...]]
+    """What produces the task's state, in order: the end effector, the gripper, scene objects."""
+    ee_action_sources: ClassVar[tuple[Source, ...]]
+    """What the ee-mode action commands, in order."""
 
     def __init__(self, render_mode: str | None = None, **options: Any) -> None:
         if render_mode not in (None, "rgb_array"):
@@ -140,16 +145,20 @@ class ArmTaskEnv(gym.Env):
     def _build_spaces(self) -> None:
         cfg = self.config
         state_names, state_units = self.task_state_names, self.task_state_units
+        state_sources = self.task_state_sources
         if cfg.action_mode == "ee":
             low, high = self._ee_bounds()
             action_names, units = self.ee_action_names, self.ee_action_units
+            action_sources = self.ee_action_sources
         else:
             low = np.append(self.arm.lower, 0.0)
             high = np.append(self.arm.upper, 1.0)
             action_names = (*JOINTS, "gripper")
             units = "rad (joint position targets), gripper 0..1 (0 open, 1 closed)"
+            action_sources = (Source("joint_target", size=6), Source("gripper", size=1))
             state_names = (*state_names, *JOINTS)
             state_units = f"{state_units}; joint positions in rad"
+            state_sources = (*state_sources, Source("joint_state", size=len(JOINTS)))
         self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32))
         self._action_low, self._action_high = low, high
         spaces: dict[str, gym.spaces.Space] = {
@@ -159,7 +168,15 @@ class ArmTaskEnv(gym.Env):
         for camera in cfg.cameras:
             spaces[f"image.{camera}"] = gym.spaces.Box(0, 255, (*cfg.image_size, 3), np.uint8)
         self.observation_space = gym.spaces.Dict(spaces)
-        self.task_meta = TaskMeta(state_names, tuple(action_names), units, CONTROL_FPS, CAMERAS)
+        self.task_meta = TaskMeta(
+            state_names,
+            tuple(action_names),
+            units,
+            CONTROL_FPS,
+            CAMERAS,
+            state_sources=state_sources,
+            action_sources=action_sources,
+        )
         self.state_units = state_units
         """Units of ``obs["state"]``, for the episode store's feature attributes."""
 

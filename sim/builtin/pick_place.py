@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from robopolicy.data.features import Source
 from sim.builtin.arm_env import ArmTaskConfig, ArmTaskEnv
 
 CUBE_HALF = 0.02
@@ -72,6 +73,13 @@ class ArmPickPlaceEnv(ArmTaskEnv):
     task_state_units = "m (positions, gripper opening), sin/cos of 4*yaw"
     ee_action_names = ("ee_x", "ee_y", "ee_z", "gripper")
     ee_action_units = "m (end-effector target, world frame), gripper 0..1 (0 open, 1 closed)"
+    task_state_sources = (
+        Source("ee_pose", size=3),
+        Source("gripper", size=1),
+        Source("object_pose", name="cube", size=5),
+        Source("object_pose", name="plate", size=2),
+    )
+    ee_action_sources = (Source("ee_target", size=3), Source("gripper", size=1))
 
     def __init__(self, render_mode: str | None = None, **options: Any) -> None:
         super().__init__(render_mode, **options)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from robopolicy.data.features import Source
 from sim.builtin.arm_env import ArmTaskConfig, ArmTaskEnv
 
 CUBE_HALF = 0.025
@@ -68,6 +69,8 @@ class ArmPushEnv(ArmTaskEnv):
     task_state_units = "m (positions), sin/cos of 4*yaw"
     ee_action_names = ("ee_x", "ee_y")
     ee_action_units = "m (end-effector target, world frame)"
+    task_state_sources = (Source("ee_pose", size=2), Source("object_pose", name="cube", size=4))
+    ee_action_sources = (Source("ee_target"),)
 
     def __init__(self, render_mode: str | None = None, **options: Any) -> None:
         super().__init__(render_mode, **options)

@@ -54,7 +54,7 @@ def test_save_load_same_samples_in_a_fresh_process(tmp_path):
     obs = {"state": torch.randn(5, 2, 3)}
     path = save_policy(policy, tmp_path / "ckpt", card={"task": "toy"})
     assert sorted(p.name for p in path.iterdir()) == [
-        "card.json", "config.json", "model.safetensors", "normalizer.json",
+        "card.json", "config.json", "interface.json", "model.safetensors", "normalizer.json",
         "normalizer.safetensors",
     ]  # fmt: skip
     loaded = robopolicy.load_policy(path)

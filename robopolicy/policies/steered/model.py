@@ -101,11 +101,12 @@ class SteeredPolicy(Policy):
     def around(
         cls, base: Policy, actor: LatentActorConfig | None = None, steps: int | None = None
     ) -> SteeredPolicy:
-        """A fresh actor steering a copy of ``base`` (its weights copied bit for bit) with
-        ``steps`` of the base per sample, on the base's device. The actor is initialized from
-        torch's global generator."""
+        """A fresh actor steering a copy of ``base`` (its weights copied bit for bit, its
+        interface kept) with ``steps`` of the base per sample, on the base's device. The actor is
+        initialized from torch's global generator."""
         policy = cls(SteeredConfig.around(base.config, actor, steps), base.normalizer)
         policy.base.load_state_dict(base.state_dict())
+        policy.interface = base.interface
         return policy.to(base.device)
 
     def train(self, mode: bool = True) -> SteeredPolicy:
