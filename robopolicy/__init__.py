@@ -26,8 +26,7 @@ without it.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from robopolicy.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -46,8 +45,4 @@ _NAMES = {
 }
 __all__ = sorted(_NAMES)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _NAMES:
-        raise AttributeError(f"module 'robopolicy' has no attribute {name!r}")
-    return getattr(importlib.import_module(_NAMES[name]), name)
+__getattr__ = lazy_exports(__name__, _NAMES)

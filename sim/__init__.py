@@ -15,9 +15,7 @@ a working offscreen backend (:mod:`sim.gl`). The registry loads with the package
 load on first use (evaluation and rollouts import torch).
 """
 
-import importlib
-from typing import Any
-
+from robopolicy.lazy import lazy_exports
 from sim.gl import prepare_import
 
 prepare_import()
@@ -56,8 +54,4 @@ __all__ = [
     "training_evaluator",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _NAMES:
-        raise AttributeError(f"module 'sim' has no attribute {name!r}")
-    return getattr(importlib.import_module(_NAMES[name]), name)
+__getattr__ = lazy_exports(__name__, _NAMES)

@@ -11,8 +11,7 @@ timing of action chunks is :mod:`robopolicy.serve.chunks`).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from robopolicy.lazy import lazy_exports
 
 _NAMES = {
     "DistillConfig": "robopolicy.inference.distill",
@@ -27,8 +26,4 @@ _NAMES = {
 }
 __all__ = sorted(_NAMES)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _NAMES:
-        raise AttributeError(f"module 'robopolicy.inference' has no attribute {name!r}")
-    return getattr(importlib.import_module(_NAMES[name]), name)
+__getattr__ = lazy_exports(__name__, _NAMES)

@@ -11,8 +11,7 @@ callback; this package never imports ``sim``. Names load on first use, so listin
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from robopolicy.lazy import lazy_exports
 
 _NAMES = {
     "TrainConfig": "robopolicy.train.config",
@@ -23,8 +22,4 @@ _NAMES = {
 }
 __all__ = sorted(_NAMES)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _NAMES:
-        raise AttributeError(f"module 'robopolicy.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(_NAMES[name]), name)
+__getattr__ = lazy_exports(__name__, _NAMES)
