@@ -9,7 +9,8 @@ server and an arm that never sends an unsafe command (``docs/RELIABILITY.md`` R1
 - :mod:`~hardware.daemon.status`: the loop's modes, per-tick flags and counters;
 - :mod:`~hardware.daemon.chunks`: whole-chunk checks (reject, never clip); chunks, due times
   and the plan are :mod:`robopolicy.serve.chunks`;
-- :mod:`~hardware.daemon.requester`: chunks fetched ahead of time in a background thread;
+- :mod:`~hardware.daemon.requester`: chunks fetched ahead of time in a background thread,
+  with real-time chunking's prefix where the server inpaints;
 - :mod:`~hardware.daemon.adapters`: the policy's observation and its actions (joint or ee);
 - :mod:`~hardware.daemon.estop`: the e-stop latch file that survives restarts;
 - :mod:`~hardware.daemon.exit`: the exit behaviour on every exit path;

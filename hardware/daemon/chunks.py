@@ -8,8 +8,9 @@ turned into joint targets, is a :class:`~robopolicy.serve.chunks.Chunk` with ``s
 A chunk is checked **whole** before it is accepted (:class:`ChunkChecker`): every action must
 pass the safety filter unchanged — finite, inside the joint limits, steps and speeds between
 consecutive actions within bounds — or the whole chunk is **rejected, not clipped**, and the
-rejection is logged with the step, joint and limit. On acceptance the first action still to
-come must also be reachable from the command being executed (the bridge check); the
+rejection is logged with the step, joint and limit. On acceptance the first action the plan
+takes must also be reachable from the command being executed (the bridge check; after
+real-time chunking's committed actions, from the plan's target at the last of them); the
 :class:`~robopolicy.serve.chunks.Plan` then drops the overdue actions and counts them (R3, as
 diffusion_policy's real-robot code keeps only actions stamped in the future).
 """

@@ -24,6 +24,7 @@ from pathlib import Path
 EXIT_BEHAVIOURS = ("hold", "park_then_release", "release")
 INTERPOLATIONS = ("linear", "hold")
 ACTION_SPACES = ("auto", "joint", "ee")
+RTC_MODES = ("auto", "on", "off")
 LATCH_ENV = "ROBOPOLICY_ESTOP_LATCH"
 MIN_RATE_HZ, MAX_RATE_HZ = 50.0, 500.0
 
@@ -102,6 +103,17 @@ class ControlConfig:
     is clipped to; the default is ``arm-push``'s, as its env clips."""
     ee_workspace_upper: tuple[float, float] = (0.62, 0.28)
     """``"ee"`` policies: upper corner (x, y) of that area (m)."""
+    rtc: str = "auto"
+    """Real-time chunking (Black et al. 2025): ``"on"`` sends each request the plan's actions
+    for the new chunk's ticks (``prefix``; the history and those due before the reply can take
+    over are ``frozen``) and runs the old chunk until the new one's first free action is due;
+    it needs a server that inpaints (metadata ``inpaint``: ``serve --backend auto|torch|onnx``)
+    and a joint-space policy (the plan holds joint targets), and is refused before motion
+    otherwise. ``"auto"``: on where both hold; ``"off"``: never (each chunk replaces the plan
+    from its first action still to come)."""
+    rtc_delay_quantile: float = 0.9
+    """Real-time chunking: the quantile of the latest inference delays (observation to the
+    chunk's hand-over) taken as the delay that decides how many actions are committed."""
     policy_fps: float | None = None
     """Actions per second of the policy, when the server's metadata does not say."""
     realtime_priority: int | None = None
@@ -140,6 +152,10 @@ class ControlConfig:
             raise ValueError(f"exit_behaviour must be one of {EXIT_BEHAVIOURS}")
         if self.action_space not in ACTION_SPACES:
             raise ValueError(f"action_space must be one of {ACTION_SPACES}")
+        if self.rtc not in RTC_MODES:
+            raise ValueError(f"rtc must be one of {RTC_MODES}, got {self.rtc!r}")
+        if not 0 <= self.rtc_delay_quantile <= 1:
+            raise ValueError(f"rtc_delay_quantile must be in [0, 1], got {self.rtc_delay_quantile}")
         if not 0 < self.velocity_scale <= 1:
             raise ValueError(f"velocity_scale must be in (0, 1], got {self.velocity_scale}")
         if self.max_acceleration is not None:

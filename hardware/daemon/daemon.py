@@ -5,7 +5,8 @@
 
 ``run`` refuses to start while the e-stop latch is set, fetches the policy's metadata, picks
 the action adapter, connects the driver, starts the requester thread and runs the loop inside
-an :class:`~hardware.daemon.exit.ExitGuard`. Whatever ends the loop — its duration, a latched
+an :class:`~hardware.daemon.exit.ExitGuard`. The requester takes real-time chunking's prefix
+from the plan the loop's follower publishes. Whatever ends the loop — its duration, a latched
 stop, an e-stop, SIGINT, SIGTERM or an exception — the exit behaviour runs, the tick log is
 flushed with a summary, and the driver is disconnected.
 """
@@ -160,6 +161,8 @@ class Daemon:
             fk=self.fk,
         )
         requester.reference = loop.current_command
+        requester.executing = lambda: loop.follower.published
+        log.info("real-time chunking %s", "on" if requester.rtc else "off")
         self.loop, self.requester = loop, requester
         reason, exit_report = "exception", {}
         try:

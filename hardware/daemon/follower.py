@@ -9,9 +9,11 @@ written, each :meth:`~PlanFollower.step`
    ``sensor_max_age_s`` means hold (the plan is dropped; a fresh chunk resumes); bad for longer
    than ``stop_timeout_s`` stops the stream (``sensor_timeout``). Valid readings go to the
    :class:`~hardware.daemon.adapters.ObsHistory` the requester observes;
-2. **accepts a chunk** the source delivered if the first action still to come is reachable
+2. **accepts a chunk** the source delivered if the first action it would take is reachable
    from the current command (the whole chunk was checked by the requester); actions already
-   overdue are dropped and counted (R3) — a chunk with nothing left is late;
+   overdue are dropped and counted (R3) — a chunk with nothing left is late. A chunk with
+   committed actions (real-time chunking) is taken from its first free action on, and
+   reached from where the plan is at its last committed tick: until then the old chunk runs;
 3. **samples the plan** now (interpolated between actions); once the plan has run out for
    ``command_timeout_s`` (T1) the arm holds, after ``stop_timeout_s`` (T2) the stream stops
    (``command_timeout``, R2). Before the first chunk the arm holds where it is, for at most
@@ -19,7 +21,9 @@ written, each :meth:`~PlanFollower.step`
 4. names the **target**: the plan's, or the hold (the last safe command, else the reading).
 
 Once the caller has written, :meth:`~PlanFollower.ask` wants the next chunk when the plan
-reaches its ``replan_at``. What a stop means is the caller's: the daemon latches a safe stop,
+reaches its ``replan_at``. After every change of the plan the follower publishes a copy
+(:attr:`~PlanFollower.published`) for the requester's thread, which takes a real-time chunking
+prefix from it. What a stop means is the caller's: the daemon latches a safe stop,
 the teleop session holds the arm and lets the operator take over.
 """
 
@@ -96,6 +100,8 @@ class PlanFollower:
         self.plan = Plan(PlanConfig(config.interpolation, lead=config.chunk_lead_s))
         self.rejections: collections.deque[str] = collections.deque(maxlen=100)
         """Why the latest chunks failed the bridge check."""
+        self.published = self.plan.copy()
+        """A copy of the plan as of its latest change, for another thread to read."""
         self._started = 0.0
         self._accepted_any = False
         self._plan_end = float("-inf")
@@ -105,6 +111,7 @@ class PlanFollower:
         """Follow from ``now`` with nothing planned: the arm holds until the first chunk,
         which must come within ``first_chunk_timeout_s``."""
         self.plan.clear()
+        self.published = self.plan.copy()
         self._started, self._accepted_any = now, False
         self._plan_end, self._sensor_bad_since = float("-inf"), None
 
@@ -131,6 +138,7 @@ class PlanFollower:
                 self._sensor_bad_since = now
                 if not self.plan.empty:
                     self.plan.clear()  # resume only with a fresh, bridge-checked chunk
+                    self.published = self.plan.copy()
                     self._plan_end = now
             if now - self._sensor_bad_since > cfg.stop_timeout_s:
                 return FollowStep(None, True, flags, "sensor_timeout")
@@ -186,15 +194,22 @@ class PlanFollower:
         current = self.plan.sample(now)
         if current is None:
             current = last if last is not None else measured
+        origin, since = current, now  # where the chunk's first action is reached from
+        if chunk.committed:
+            handover = chunk.time_of(chunk.committed - 1)
+            planned = self.plan.sample(handover)
+            if handover > now and planned is not None:
+                origin, since = planned, handover
         first = int(np.argmax(live))
         verdict = self.checker.check_bridge(
-            current, chunk.actions[first], chunk.time_of(first) - now, chunk.period
+            origin, chunk.actions[first], chunk.time_of(first) - since, chunk.period
         )
         if not verdict:
             stats.chunks_rejected += 1
             self.rejections.append(verdict.reason)
             return Flag.CHUNK_REJECTED, None
         dropped = self.plan.add(chunk, now, current)
+        self.published = self.plan.copy()
         self._accepted_any = True
         stats.chunks_accepted += 1
         stats.dropped_actions += dropped

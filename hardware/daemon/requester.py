@@ -7,12 +7,22 @@ newest readings from the :class:`~hardware.daemon.adapters.ObsHistory`, sends th
 sensing times and a deadline (``request_timeout_s``), checks the reply's timing against the
 protocol (``start = To - 1``, the first action due at the newest observation's time, one policy
 period apart), turns it into joint targets with due times and checks the whole chunk
-(:class:`~hardware.daemon.chunks.ChunkChecker`). A late,
-failed or rejected reply costs nothing but a counter and a short pause; the loop keeps
-executing what it has, then holds (the watchdog). :meth:`Requester.flush` forgets the chunk
-waiting and drops the reply of the request in flight when it comes: the teleop session's
-intervention mode flushes when the operator takes over and hands back, so nothing asked for
-before is executed after.
+(:class:`~hardware.daemon.chunks.ChunkChecker`). A late, failed or rejected reply costs
+nothing but a counter and a short pause; the loop keeps executing what it has, then holds (the
+watchdog). :meth:`Requester.flush` forgets the chunk waiting and drops the reply of the
+request in flight when it comes: the teleop session's intervention mode flushes when the
+operator takes over and hands back, so nothing asked for before is executed after.
+
+**Real-time chunking** (``rtc``, :mod:`robopolicy.serve.chunks`): where it is on
+(:func:`real_time_chunking`), each request carries the prefix of the plan the loop executes
+(:attr:`Requester.executing`, the follower's published copy) for the new chunk's ticks, with
+the history and the actions due before the reply can take over committed (``frozen``). That
+delay is measured at every hand-over (:meth:`Requester.poll`: from the chunk's observation to
+the loop taking it) and estimated as a high quantile of the latest ones
+(:class:`~robopolicy.serve.chunks.DelayEstimate`). The delivered chunk says how many of its
+actions were committed, and the plan keeps its own for their ticks. A server that refuses a
+request with a prefix (``invalid_input``, ``bad_request``) turns real-time chunking off for the
+run, with a logged warning; the next request goes without one.
 
 One :class:`~robopolicy.serve.client.PolicyClient` lives in this thread (it is not
 thread-safe); after a lost connection the next request builds a fresh one from the factory.
@@ -38,17 +48,27 @@ from hardware.daemon.process import realtime
 from hardware.limits import SafetyLimits
 from hardware.safety import ForwardKinematics
 from robopolicy.errors import RobopolicyError
-from robopolicy.serve.chunks import Chunk
+from robopolicy.serve.chunks import Chunk, DelayEstimate, Plan
 from robopolicy.serve.client import ServerError
 
 log = logging.getLogger(__name__)
+PREFIX_REFUSALS = ("invalid_input", "bad_request")
+"""Error codes of a server refusing a request's real-time chunking fields."""
 
 
 class ClientLike(Protocol):
     """The part of :class:`~robopolicy.serve.client.PolicyClient` the requester uses."""
 
-    def infer(self, obs: dict[str, np.ndarray], *, timeout_s: float) -> tuple[np.ndarray, dict]:
-        """Actions (B, Tp, Da) and the reply's info (``start``, ``due``, ``period``, ...)."""
+    def infer(
+        self,
+        obs: dict[str, np.ndarray],
+        *,
+        timeout_s: float,
+        prefix: np.ndarray | None = None,
+        frozen: int | None = None,
+    ) -> tuple[np.ndarray, dict]:
+        """Actions (B, Tp, Da) and the reply's info (``start``, ``due``, ``period``, ...);
+        ``prefix`` and ``frozen``: real-time chunking (``protocol.md``)."""
         ...
 
     def metadata(self, *, timeout_s: float) -> dict[str, Any]:
@@ -77,6 +97,13 @@ class Requester:
         self.reference = reference
         """The joint command being executed (the EE adapter's IK starts there); None before
         the first write, when the newest reading stands in."""
+        self.executing: Callable[[], Plan | None] = lambda: None
+        """The plan the loop executes (a copy it publishes), where real-time chunking's prefix
+        comes from; None: nothing to send (the daemon wires it to its follower)."""
+        self.rtc = real_time_chunking(config.rtc, metadata, adapter)
+        """Whether requests carry a prefix (turned off for the run if the server refuses one)."""
+        self.delay = DelayEstimate(config.rtc_delay_quantile)
+        """The inference delay, measured at each hand-over (:meth:`poll`)."""
         self.n_obs_steps = int(metadata["n_obs_steps"])
         self.n_action_steps = int(metadata.get("n_action_steps") or 1)
         self.horizon = int(metadata["horizon"])
@@ -85,7 +112,8 @@ class Requester:
             raise ValueError("the policy's fps is unknown: serve it with --fps or set policy_fps")
         self.period = 1.0 / float(fps)
         self.stats: collections.Counter[str] = collections.Counter()
-        """requests, chunks, rejected, timeouts, connection_errors, server_<code>, ..."""
+        """requests, chunks, rejected, timeouts, connection_errors, server_<code>,
+        prefix_requests (with real-time chunking's prefix), rtc_refused, ..."""
         self.rejections: collections.deque[str] = collections.deque(maxlen=100)
         """Why the latest chunks were rejected."""
         self.outcomes: collections.deque[tuple[float, str]] = collections.deque(maxlen=10_000)
@@ -132,9 +160,12 @@ class Requester:
         return self._ready is not None
 
     def poll(self) -> Chunk | None:
-        """The newest delivered chunk, once; None when there is none."""
+        """The newest delivered chunk, once; None when there is none. A chunk handed over
+        adds its delay (now less its observation's time) to :attr:`delay`."""
         with self._lock:
             chunk, self._ready = self._ready, None
+        if chunk is not None:
+            self.delay.add(self.clock.monotonic() - chunk.due)
         return chunk
 
     def flush(self) -> None:
@@ -187,11 +218,12 @@ class Requester:
         obs = self.adapter.observation(states)
         obs = {k: v[None] for k, v in obs.items()}
         obs["timestamp"] = np.array([[s.sensed_at for s in states]], dtype=np.float64)
+        fields = self._prefix_fields(states[-1].sensed_at)
         if self._client is None:
             self._client = self.client_factory()
         self.stats["requests"] += 1
         try:
-            actions, info = self._client.infer(obs, timeout_s=cfg.request_timeout_s)
+            actions, info = self._client.infer(obs, timeout_s=cfg.request_timeout_s, **fields)
         except TimeoutError:
             return self._count("timeouts")
         except (ConnectionError, OSError) as exc:
@@ -203,11 +235,27 @@ class Requester:
             code = getattr(exc, "code", None)
             if code is None:
                 log.warning("policy request failed: %r", exc)
+            elif fields and code in PREFIX_REFUSALS:
+                self.rtc = False
+                self.stats["rtc_refused"] += 1
+                log.warning("real-time chunking off: the server refused a prefix (%s)", exc)
             return self._count(f"server_{code}" if code else "client_error")
-        return self._deliver(actions, info, states[-1].sensed_at, generation)
+        frozen = int(fields.get("frozen", 0))
+        return self._deliver(actions, info, states[-1].sensed_at, generation, frozen)
+
+    def _prefix_fields(self, due: float) -> dict[str, Any]:
+        """The real-time chunking fields of a request whose newest observation is ``due``:
+        the executing plan's prefix for the new chunk (empty when off or nothing is planned)."""
+        plan = self.executing() if self.rtc else None
+        if plan is None:
+            return {}
+        fields = plan.prefix_fields(due, self.n_obs_steps - 1, self.delay.steps(self.period))
+        if fields:
+            self.stats["prefix_requests"] += 1
+        return fields
 
     def _deliver(
-        self, actions: Any, info: dict[str, Any], sensed_at: float, generation: int
+        self, actions: Any, info: dict[str, Any], sensed_at: float, generation: int, frozen: int
     ) -> str:
         try:
             a = np.asarray(actions, dtype=np.float64)
@@ -223,7 +271,10 @@ class Requester:
         except Exception as exc:  # a reply that cannot be a chunk is a rejected chunk
             return self._reject(f"unusable reply: {exc}")
         self._seq += 1
-        chunk = Chunk(joint, due0, period, seq=self._seq, execute=self.n_action_steps)
+        committed = min(max(frozen - start, 0), len(joint))  # the chunk begins at ``start``
+        chunk = Chunk(
+            joint, due0, period, seq=self._seq, execute=self.n_action_steps, committed=committed
+        )
         verdict = self.checker.check(chunk)
         if not verdict:
             return self._reject(verdict.reason, logged=True)
@@ -270,6 +321,27 @@ class Requester:
         outcome = "chunk" if outcome == "chunks" else outcome
         self.outcomes.append((self.clock.monotonic(), outcome))
         return outcome
+
+
+def real_time_chunking(mode: str, metadata: dict[str, Any], adapter: PolicyAdapter) -> bool:
+    """Whether requests carry real-time chunking's prefix under ``mode`` (``ControlConfig.rtc``)
+    for the policy of ``metadata`` behind ``adapter``: it needs a server that inpaints and
+    joint-space actions (the plan holds joint targets). ``"on"`` where it cannot is a
+    RobopolicyError, before any motion."""
+    if mode == "off":
+        return False
+    why = None
+    if not metadata.get("inpaint"):
+        why = "the policy server does not inpaint (serve it with --backend auto, torch or onnx)"
+    elif adapter.name != "joint":
+        why = f"its prefix would be joint targets, and this policy's actions are {adapter.name}"
+    if why is None:
+        return True
+    if mode == "on":
+        raise RobopolicyError(f"rtc=on: {why}")
+    if metadata.get("inpaint"):
+        log.info("real-time chunking off: %s", why)
+    return False
 
 
 def fetch_metadata(client_factory: Callable[[], ClientLike], timeout_s: float) -> dict[str, Any]:

@@ -25,16 +25,24 @@ To - 1 and ``due`` the newest observation's sensing time, ``protocol.md``).
   script stepping an environment). :meth:`Plan.wants` says when to ask for the next chunk:
   ``lead`` seconds before the chunk's ``execute`` (Ta) actions are done, never sooner than one
   period after its first.
-- **Real-time chunking**: :meth:`Plan.prefix` gives the actions executed or planned for the
-  ticks of a chunk about to be requested (the ``prefix`` of an infer request, inpainted by
-  :func:`robopolicy.inference.inpaint.sample_with_prefix`) and how many are committed.
+- **Real-time chunking** (Black et al. 2025): :meth:`Plan.prefix` gives the actions executed
+  or planned for the ticks of a chunk about to be requested (the ``prefix`` of an infer
+  request, inpainted by :func:`robopolicy.inference.inpaint.sample_with_prefix`) and how many
+  are committed: the history and those due before the reply can take over (``delay_steps``,
+  :func:`committed_steps` of the :class:`DelayEstimate`). A chunk that says how many of its
+  actions were committed (``Chunk.committed``) joins the plan after them: the plan runs on
+  unchanged until the chunk's last committed tick and heads for its first free action from
+  there, so the executor goes on with the old chunk until the new one is due.
 """
 
 from __future__ import annotations
 
+import collections
+import copy
 import dataclasses
 import itertools
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -50,6 +58,43 @@ def overdue(times: np.ndarray | float, now: float, slack: float = 0.0) -> np.nda
     """Whether actions due at ``times`` have passed at ``now``: more than ``slack`` seconds
     (and :data:`TIME_EPS`) before it."""
     return np.asarray(times) < now - slack - TIME_EPS
+
+
+def committed_steps(delay: float, period: float) -> int:
+    """Actions from a chunk's ``start`` to commit when its reply takes over ``delay`` seconds
+    after its observation, ``floor(delay / period) + 2``: those due by then, the one the
+    executor is moving towards, and one more, so that the last committed tick is still to come
+    at the hand-over and the plan can take the new chunk over there (:meth:`Plan.add`)."""
+    return math.floor(max(delay, 0.0) / period + TIME_EPS) + 2
+
+
+class DelayEstimate:
+    """The inference delay an executor measures: seconds from a chunk's observation to the
+    moment its chunk is handed over, as the ``quantile`` of the latest ``window`` ones.
+    Thread-safe (one thread adds, another reads)."""
+
+    def __init__(self, quantile: float = 0.9, window: int = 32) -> None:
+        if not (0 <= quantile <= 1 and window >= 1):
+            raise ValueError(f"need a quantile in [0, 1] and window >= 1: {quantile}, {window}")
+        self.quantile = quantile
+        self._delays: collections.deque[float] = collections.deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        """One measured delay (a non-finite one is left out)."""
+        if math.isfinite(seconds):
+            with self._lock:
+                self._delays.append(max(seconds, 0.0))
+
+    def seconds(self) -> float:
+        """The estimate (0 before the first measurement)."""
+        with self._lock:
+            delays = list(self._delays)
+        return float(np.quantile(delays, self.quantile)) if delays else 0.0
+
+    def steps(self, period: float) -> int:
+        """:func:`committed_steps` of the estimate: the ``delay_steps`` of a prefix."""
+        return committed_steps(self.seconds(), period)
 
 
 def ensemble_weights(n: int, k: float) -> np.ndarray:
@@ -75,6 +120,9 @@ class Chunk:
     """Sequence number of the chunk within a run (1, 2, ...; 0: unnumbered)."""
     execute: int | None = None
     """Actions from ``start`` the policy executes before the next chunk (Ta); None: all."""
+    committed: int = 0
+    """Actions (from index 0) committed by the request's prefix (real-time chunking): the plan
+    keeps its own knots for their ticks and takes this chunk from the next action on."""
 
     def __post_init__(self) -> None:
         actions = np.array(self.actions, dtype=np.float64)
@@ -86,6 +134,8 @@ class Chunk:
             raise ValueError(f"start must index the chunk, got {self.start}")
         if self.execute is not None and self.execute < 1:
             raise ValueError(f"execute must be >= 1, got {self.execute}")
+        if not 0 <= self.committed <= len(actions):
+            raise ValueError(f"committed must be in [0, T], got {self.committed}")
         object.__setattr__(self, "actions", actions)
 
     @classmethod
@@ -210,29 +260,54 @@ class Plan:
         return now >= self.replan_at - TIME_EPS or not self.pending()
 
     def live(self, chunk: Chunk, now: float) -> np.ndarray:
-        """(T,) mask of ``chunk``'s actions still to come at ``now`` under this plan's slack."""
-        return chunk.live(now, self.config.tolerance * chunk.period)
+        """(T,) mask of ``chunk``'s actions the plan would take at ``now``: still to come under
+        this plan's slack, and not committed (``chunk.committed``: the plan keeps its own)."""
+        mask = chunk.live(now, self.config.tolerance * chunk.period)
+        mask[: chunk.committed] = False
+        return mask
+
+    def copy(self) -> Plan:
+        """An independent copy: what another thread may read while this plan changes."""
+        other = copy.copy(self)
+        for name in ("times", "actions", "_count"):
+            setattr(other, name, getattr(self, name).copy())
+        return other
 
     def add(self, chunk: Chunk, now: float, current: np.ndarray | None = None) -> int:
         """Merge ``chunk`` at ``now``; returns how many of its actions were overdue (dropped).
 
         Knots whose time has passed, or that :meth:`next` took, stay as history. A chunk with
-        nothing left to come leaves the plan unchanged. ``current``, the command a sampling
-        consumer executes, becomes the first knot of a replaced plan when the first action
-        still to come is later than ``now``, so the targets move smoothly from it.
+        committed actions (real-time chunking) takes over at its last committed tick: the
+        plan's knots before it stay, the plan's own target then becomes a knot (the old chunk
+        runs on unchanged until then), and the chunk's actions follow from its first free one;
+        where that tick has passed or lies beyond the plan, the plan's knots before the first
+        free action stay instead. A chunk with nothing left to come leaves the plan unchanged.
+        ``current``, the command a sampling consumer executes, becomes the first knot of a
+        replaced plan when the first action still to come is later than ``now`` and no knot is
+        kept past ``now``, so the targets move smoothly from it.
         """
-        live = self.live(chunk, now)
-        dropped = int(len(live) - chunk.start - live.sum())
+        slack = self.config.tolerance * chunk.period
+        coming = chunk.live(now, slack)
+        dropped = int(len(coming) - chunk.start - coming.sum())
         self.dropped += dropped
+        live = self.live(chunk, now)
         if not live.any():
             return dropped
-        slack = self.config.tolerance * chunk.period
         cut = max(self._next, int(np.searchsorted(self.times, now - slack - TIME_EPS)))
+        held = None  # the plan's own target at the hand-over
+        if chunk.committed:
+            handover = chunk.time_of(chunk.committed - 1)
+            held = self.sample(handover) if handover > now + TIME_EPS else None
+            end = handover if held is not None else chunk.time_of(chunk.committed)
+            cut = max(cut, int(np.searchsorted(self.times, end - TIME_EPS)))
         kept = self.times[cut - 1] if cut else float("-inf")
         live &= chunk.times > kept + TIME_EPS  # a tick taken already is never planned again
         if not live.any():
             return dropped
         times, actions = chunk.times[live], chunk.actions[live]
+        if held is not None:
+            times = np.concatenate([[handover], times])
+            actions = np.concatenate([held[None], actions])
         count = np.ones(len(times), dtype=np.int64)
         if self.config.blend == "ensemble" and cut < len(self.times):
             times, actions, count = self._blend(cut, times, actions, chunk.period)
@@ -276,12 +351,13 @@ class Plan:
         return np.asarray(plan_t)[order], np.stack(plan_a)[order], np.asarray(plan_c)[order]
 
     def sample(self, t: float) -> np.ndarray | None:
-        """The target at time ``t``, or None before the first knot or after the last one."""
+        """The target at time ``t`` (a knot's action exactly at its time), or None before the
+        first knot or after the last one."""
         times = self.times
         if not len(times) or t < times[0] - TIME_EPS or t > times[-1] + TIME_EPS:
             return None
         j = max(int(np.searchsorted(times, t + TIME_EPS, side="right")) - 1, 0)
-        if self.config.interpolation == "hold" or j >= len(times) - 1:
+        if self.config.interpolation == "hold" or j >= len(times) - 1 or t - times[j] <= TIME_EPS:
             return self.actions[j].copy()
         w = min(max((t - times[j]) / (times[j + 1] - times[j]), 0.0), 1.0)
         return (1.0 - w) * self.actions[j] + w * self.actions[j + 1]
@@ -304,19 +380,25 @@ class Plan:
 
     def prefix(self, due: float, start: int, delay_steps: int) -> tuple[np.ndarray, int]:
         """The inpainting target of a chunk about to be requested whose action ``start`` is due
-        at ``due``: ``(prefix (L, Da), frozen)``. ``prefix[j]`` is the knot executed or planned
-        for that chunk's index j (the one within half a period of its time; L stops at the
-        first index with none); the first ``frozen = min(L, start + delay_steps)`` are
-        committed (history and the actions due before the new chunk can arrive)."""
+        at ``due``: ``(prefix (L, Da), frozen)``. ``prefix[j]`` is the plan's target (as
+        :meth:`sample` gives it) at that chunk's index j, whose grid need not be the plan's;
+        L stops at the first index the plan does not reach. The first
+        ``frozen = min(L, start + delay_steps)`` are committed (history and the actions due
+        before the new chunk can take over)."""
         rows: list[np.ndarray] = []
         for j in itertools.count():
-            if self.period is None or self.empty:
+            row = None if self.period is None else self.sample(due + (j - start) * self.period)
+            if row is None:
                 break
-            near = np.abs(self.times - (due + (j - start) * self.period))
-            i = int(near.argmin())
-            if near[i] >= self.period / 2:
-                break
-            rows.append(self.actions[i])
+            rows.append(row)
         if not rows:
             return np.zeros((0, 0)), 0
         return np.stack(rows), min(len(rows), start + delay_steps)
+
+    def prefix_fields(self, due: float, start: int, delay_steps: int) -> dict[str, Any]:
+        """The ``prefix`` (1, L, Da) float32 and ``frozen`` fields of an infer request for the
+        chunk of :meth:`prefix`; empty when the plan has nothing for its ticks."""
+        prefix, frozen = self.prefix(due, start, delay_steps)
+        if not len(prefix):
+            return {}
+        return {"prefix": prefix[None].astype(np.float32), "frozen": frozen}

@@ -346,9 +346,7 @@ class PolicyDriver:
         window["timestamp"] = np.array([[t for t, _ in self._frames]], dtype=np.float64)
         fields: dict[str, Any] = {}
         if self.config.inpaint:
-            prefix, frozen = self.plan.prefix(now, self.n_obs_steps - 1, self.config.delay_steps)
-            if len(prefix):
-                fields = {"prefix": prefix[None].astype(np.float32), "frozen": frozen}
+            fields = self.plan.prefix_fields(now, self.n_obs_steps - 1, self.config.delay_steps)
         actions, info = self.client.infer(window, timeout_s=self.config.timeout_s, **fields)
         self.requests += 1
         chunk = Chunk.from_reply(actions, info, seq=self.requests, execute=self.execute)

@@ -133,13 +133,18 @@ def make_rig(
 
 class FakeClient:
     """Answers every ``infer`` with ``reply(obs)``: actions or an exception to raise; the
-    reply's info is the protocol's (``info`` overrides it)."""
+    reply's info is the protocol's (``info`` overrides it). ``fields`` holds each request's
+    real-time chunking fields (``prefix``, ``frozen``; empty without)."""
 
     def __init__(self, reply: Any, info: dict[str, Any] | None = None) -> None:
         self.reply, self.info, self.calls, self.closed = reply, info or {}, [], 0
+        self.fields: list[dict[str, Any]] = []
 
-    def infer(self, obs: dict[str, np.ndarray], *, timeout_s: float) -> tuple[np.ndarray, dict]:
+    def infer(
+        self, obs: dict[str, np.ndarray], *, timeout_s: float, **fields: Any
+    ) -> tuple[np.ndarray, dict]:
         self.calls.append(obs)
+        self.fields.append(fields)
         result = self.reply(obs)
         if isinstance(result, BaseException):
             raise result

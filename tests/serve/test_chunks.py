@@ -9,7 +9,14 @@ import textwrap
 import numpy as np
 import pytest
 
-from robopolicy.serve.chunks import Chunk, Plan, PlanConfig, ensemble_weights
+from robopolicy.serve.chunks import (
+    Chunk,
+    DelayEstimate,
+    Plan,
+    PlanConfig,
+    committed_steps,
+    ensemble_weights,
+)
 
 PERIOD = 0.1
 TICKS = PlanConfig(tolerance=0.5)
@@ -71,6 +78,51 @@ def test_latest_replaces_and_prefix_gives_the_committed_actions():
     # a chunk about to be requested with "now" at 0.4 and To - 1 = 1: index 0 is tick 0.3
     prefix, frozen = plan.prefix(due=0.4, start=1, delay_steps=2)
     assert prefix[:, 0].tolist() == [10, 20, 30] and frozen == 3
+
+
+def test_prefix_samples_the_plan_on_the_new_chunks_grid():
+    plan = Plan()
+    plan.add(chunk([0, 10, 20, 30, 40], due=1.0), 1.0)  # knots 1.0 .. 1.4
+    prefix, frozen = plan.prefix(due=1.13, start=1, delay_steps=2)  # index j at 1.03 + 0.1 j
+    assert prefix[:, 0] == pytest.approx([3, 13, 23, 33]) and frozen == 3
+    assert plan.prefix(due=1.5, start=1, delay_steps=2)[0][:, 0].tolist() == [40]
+    fields = plan.prefix_fields(1.13, 1, 2)
+    assert fields["prefix"].shape == (1, 4, 1) and fields["prefix"].dtype == np.float32
+    assert fields["frozen"] == 3 and Plan().prefix_fields(1.13, 1, 2) == {}
+
+
+def test_a_chunk_with_committed_actions_joins_after_them():
+    """Real-time chunking: the plan runs on unchanged until the new chunk's last committed
+    tick, where its own target becomes a knot, then takes the new chunk's free actions;
+    nothing is bridged from now. A hand-over already past keeps the knots before the first
+    free action."""
+    plan = Plan()
+    plan.add(chunk([0, 10, 20, 30, 40, 50], due=1.0), 1.0)  # knots 1.0 .. 1.5
+    copy = plan.copy()
+    new = Chunk(np.array([[-1.0], [-2.0], [-3.0], [36.0], [44.0]]), 1.05, PERIOD, committed=3)
+    assert plan.live(new, 1.12).tolist() == [False, False, False, True, True]
+    assert plan.add(new, 1.12, current=np.array([99.0])) == 1  # 1.05 was overdue
+    assert plan.times == pytest.approx([1.0, 1.1, 1.2, 1.25, 1.35, 1.45])
+    assert plan.actions[:, 0] == pytest.approx([0, 10, 20, 25, 36, 44])
+    assert plan.sample(1.22)[0] == pytest.approx(22.0)  # still the old chunk
+    assert copy.times == pytest.approx(np.arange(1.0, 1.55, 0.1))  # a copy is its own
+    late = copy.copy()
+    assert late.add(new, 1.27, current=np.array([27.0])) == 3
+    assert late.times == pytest.approx([1.0, 1.1, 1.2, 1.3, 1.35, 1.45])
+    assert late.actions[:, 0].tolist() == [0, 10, 20, 30, 36, 44]
+    with pytest.raises(ValueError, match="committed"):
+        Chunk(np.zeros((2, 1)), 0.0, PERIOD, committed=3)
+
+
+def test_committed_steps_and_the_delay_estimate():
+    assert [committed_steps(d, PERIOD) for d in (0.0, 0.05, 0.1, 0.3, 0.31)] == [2, 2, 3, 5, 5]
+    estimate = DelayEstimate(quantile=0.5, window=3)
+    assert estimate.seconds() == 0.0 and estimate.steps(PERIOD) == 2
+    for delay in (0.5, 0.1, 0.2, float("nan"), 0.3):
+        estimate.add(delay)
+    assert estimate.seconds() == pytest.approx(0.2) and estimate.steps(PERIOD) == 4
+    with pytest.raises(ValueError, match="quantile"):
+        DelayEstimate(quantile=2.0)
 
 
 def test_reply_chunks_and_validation():
